@@ -1,0 +1,13 @@
+"""jaxinterp: interpretability methods as JAX function transformations."""
+
+from .capture import capture as capture
+from .composites import activation as activation
+from .composites import attention as attention
+from .composites import layer_norm as layer_norm
+from .composites import rms_norm as rms_norm
+from .intervene import intervene as intervene
+from .sites import UnknownSiteError as UnknownSiteError
+from .sites import site_names as site_names
+from .sites import tag as tag
+
+__version__ = "0.1.0"
