@@ -1,0 +1,16 @@
+"""The model zoo: equinox Modules for one example, with named sites, and loaders for real checkpoints."""
+
+from .cnn import CNN as CNN
+from .loading import load as load
+from .loading import load_minilm as load_minilm
+from .loading import load_smollm2 as load_smollm2
+from .loading import sentence_embedding as sentence_embedding
+from .loading import WeightFileError as WeightFileError
+from .mlp import MLP as MLP
+from .rnn import GRUClassifier as GRUClassifier
+from .rnn import LSTMClassifier as LSTMClassifier
+from .transformer import Transformer as Transformer
+from .transformer import TransformerConfig as TransformerConfig
+from .transformer import bert_config as bert_config
+from .transformer import gpt2_config as gpt2_config
+from .transformer import llama_config as llama_config

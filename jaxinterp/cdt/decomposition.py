@@ -33,6 +33,25 @@ def _total(x):
     return x.rel + x.irr if _is_pair(x) else x
 
 
+def _attention_inputs(closed) -> set:
+    """The variables whose values feed an attention composite, traced back through site tags."""
+    found = set()
+
+    def walk(jaxpr):
+        tagged_from = {eqn.outvars[0]: eqn.invars[0] for eqn in jaxpr.eqns if eqn.primitive is tag_p}
+        for eqn in jaxpr.eqns:
+            if eqn.primitive is composite_p and eqn.params["kind"] == "attention":
+                for var in eqn.invars[:3]:
+                    while var in tagged_from:
+                        var = tagged_from[var]
+                    found.add(var)
+            for sub in _compat.sub_jaxprs(eqn):
+                walk(sub)
+
+    walk(closed.jaxpr)
+    return found
+
+
 def _sites_inside_composites(closed) -> set[str]:
     names = set()
 
@@ -51,9 +70,10 @@ COMPOSITES_WITH_RULES = frozenset({"activation", "layer_norm", "rms_norm", "atte
 
 
 class _Decomposer(Interpreter):
-    def __init__(self, sources: dict[str, list[Site]], targets: frozenset[str], rules: R.Rules, fallback):
+    def __init__(self, sources, targets: frozenset[str], rules: R.Rules, fallback, attention_inputs: set):
         super().__init__()
         self.sources, self.targets, self.rules, self.fallback = sources, targets, rules, fallback
+        self.attention_inputs = attention_inputs
         self.last_site = None
 
     # ---- interpreter hooks
@@ -80,16 +100,20 @@ class _Decomposer(Interpreter):
         if not any(map(_is_pair, invals)):
             return super().apply(eqn, invals)
         outs = self._rule(eqn, invals)
-        if self.rules.normalize_signs and self._normalises(eqn, invals):
+        if self._normalisation_point(eqn, invals) in self.rules.normalize_signs:
             outs = [R.normalize_signs(o) for o in outs]
         return outs
 
     # ---- rules
-    def _normalises(self, eqn, invals) -> bool:
-        name = eqn.primitive.name
+    def _normalisation_point(self, eqn, invals) -> str | None:
         if eqn.primitive is composite_p:
-            return eqn.params["kind"] != "attention"
-        return name in ("add", "sub") and not all(map(_is_pair, invals))
+            kind = eqn.params["kind"]
+            return "norm" if kind in ("layer_norm", "rms_norm") else kind
+        if eqn.primitive.name in ("add", "add_any", "sub"):
+            if all(map(_is_pair, invals)):
+                return "residual"
+            return "attention_input" if eqn.outvars[0] in self.attention_inputs else "linear"
+        return None
 
     def _bind(self, eqn, *args):
         out = eqn.primitive.bind(*args, **eqn.params)
@@ -236,7 +260,7 @@ class Decomposed(eqx.Module):
                 f"sites {sorted(hidden)} lie inside composites that contextual decomposition treats whole "
                 "(their whole-op rule does not decompose internal values); choose sites outside them"
             )
-        interp = _Decomposer(by_name, frozenset(target_names), self.rules, self.fallback)
+        interp = _Decomposer(by_name, frozenset(target_names), self.rules, self.fallback, _attention_inputs(closed))
         outs = interp.eval_jaxpr(closed, *flat)
         if self.targets is None:
             pairs = [_as_pair(o) for o in outs]

@@ -14,6 +14,10 @@ from ..composites import attention_pattern, repeat_kv
 from .sources import Pair
 
 
+NORMALIZATION_POINTS = frozenset({"linear", "attention_input", "attention", "residual", "norm", "activation"})
+BERT_NORMALIZATION_POINTS = frozenset({"linear", "attention", "residual", "norm"})
+
+
 @dataclasses.dataclass(frozen=True)
 class Rules:
     """Which variant of each rule to use.
@@ -24,17 +28,26 @@ class Rules:
       `rel' = f(rel)`, `irr' = f(rel + irr) - f(rel)`), or `"shapley"` (original CD's two-ordering average).
     - `attention`: `"frozen"` (BERT CD-T: the pattern is computed from the totals and held fixed) or
       `"decomposed"` (the GPT-2 circuit form: the pattern itself is split).
-    - `normalize_signs`: resolve sign conflicts between `rel` and `irr` after every linear layer, norm and
-      activation (REFERENCE.md P1 §6).
+    - `normalize_signs`: where to resolve sign conflicts between `rel` and `irr` (REFERENCE.md P1 §6): a set of
+      points among `"linear"` (after a bias is added), `"attention_input"` (after the bias of a query, key or value
+      projection that feeds an attention composite), `"attention"` (after a head mixes values), `"residual"`
+      (after two decomposed values are added), `"norm"` (after layer/RMS norm) and `"activation"`; `True` means
+      the official BERT CD-T choice `{"linear", "attention", "residual", "norm"}`, `False` none (the default, as in
+      the official GPT-2 circuit code's attention path).
     - `tol`: the stabiliser in the magnitude-proportional bias split.
     """
 
     activation: str = "cdt"
     attention: str = "frozen"
-    normalize_signs: bool = False
+    normalize_signs: bool | frozenset[str] = False
     tol: float = 1e-8
 
     def __post_init__(self):
+        points = {True: BERT_NORMALIZATION_POINTS, False: frozenset()}.get(self.normalize_signs, self.normalize_signs)
+        unknown = set(points) - NORMALIZATION_POINTS
+        if unknown:
+            raise ValueError(f"unknown sign-normalisation points {sorted(unknown)}; choose from {sorted(NORMALIZATION_POINTS)}")
+        object.__setattr__(self, "normalize_signs", frozenset(points))
         if self.activation not in ("cdt", "acd", "shapley"):
             raise ValueError(f"activation rule must be 'cdt', 'acd' or 'shapley', got {self.activation!r}")
         if self.attention not in ("frozen", "decomposed"):
