@@ -107,3 +107,10 @@ def define_call_primitive(name: str) -> Primitive:
     ad.primitive_jvps[prim] = jvp
     batching.primitive_batchers[prim] = batch
     return prim
+
+
+def bind_equation(eqn, invals) -> list:
+    """Evaluate one jaxpr equation on new inputs, as `jax.core.eval_jaxpr` does (call primitives such as
+    `custom_jvp_call` need their parameters turned back into bind arguments). **Returns:** the list of outputs."""
+    out = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
+    return list(out) if eqn.primitive.multiple_results else [out]

@@ -74,8 +74,7 @@ class Interpreter:
         return value
 
     def apply(self, eqn, invals) -> list:
-        out = eqn.primitive.bind(*invals, **eqn.params)
-        return list(out) if eqn.primitive.multiple_results else [out]
+        return _compat.bind_equation(eqn, invals)
 
     def enters(self, eqn, invals) -> bool:
         return any(contains(sub, tag_p) for sub in _compat.sub_jaxprs(eqn))

@@ -172,7 +172,7 @@ def load_smollm2(path: str | pathlib.Path | None = None) -> tuple[Transformer, "
         t[f"{b}mlp.w_gate"] = raw[f"{p}ffn_gate.weight"].T
         t[f"{b}mlp.w_in"] = raw[f"{p}ffn_up.weight"].T
         t[f"{b}mlp.w_out"] = raw[f"{p}ffn_down.weight"].T
-    return _fill(cfg, t, file), gguf_tokenizer(file)
+    return _fill(cfg, t, file), gguf_tokenizer(reader)
 
 
 LOADERS = {"minilm-l6": load_minilm, "smollm2-135m": load_smollm2}

@@ -4,6 +4,8 @@ import pathlib
 import jax
 import pytest
 
+os.environ.setdefault("JAXINTERP_OFFLINE", "1")
+
 jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(__file__).parent.parent / ".cache" / "jax"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 

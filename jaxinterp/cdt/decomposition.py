@@ -116,8 +116,7 @@ class _Decomposer(Interpreter):
         return None
 
     def _bind(self, eqn, *args):
-        out = eqn.primitive.bind(*args, **eqn.params)
-        return list(out) if eqn.primitive.multiple_results else [out]
+        return _compat.bind_equation(eqn, args)
 
     def _rule(self, eqn, invals) -> list:
         name = eqn.primitive.name

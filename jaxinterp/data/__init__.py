@@ -1,0 +1,10 @@
+"""Loaders for the data sets the experiments use, returning numpy arrays; files come from `jaxinterp.assets`."""
+
+from ._images import digits as digits
+from ._images import fashion_mnist as fashion_mnist
+from ._images import mnist as mnist
+from ._news import AG_NEWS_CLASSES as AG_NEWS_CLASSES
+from ._news import ag_news as ag_news
+from ._news import ag_news_split as ag_news_split
+from ._sentiment import rotten_tomatoes as rotten_tomatoes
+from ._sentiment import sst2 as sst2
