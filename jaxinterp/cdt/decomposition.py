@@ -131,7 +131,7 @@ class _Decomposer(Interpreter):
             return [R.activation_rule(lambda v: self._bind(eqn, v)[0], invals[0], self.rules.activation)]
         if name in ("add", "add_any", "sub"):
             return [self._add(name, *invals)]
-        if name in ("mul", "dot_general"):
+        if name in ("mul", "dot_general", "conv_general_dilated"):
             return [self._product(eqn, *invals)]
         if name == "div" and not _is_pair(invals[1]):
             x = invals[0]
@@ -154,8 +154,8 @@ class _Decomposer(Interpreter):
         if _is_pair(a) and _is_pair(b):
             return Pair(a.rel + sign * b.rel, a.irr + sign * b.irr)
         if _is_pair(a):
-            return R.split_bias(a, sign * b, self.rules.tol)
-        split = R.split_bias(b, a * sign, self.rules.tol)
+            return R.split_bias(a, sign * b, self.rules)
+        split = R.split_bias(b, a * sign, self.rules)
         return Pair(sign * split.rel, sign * split.irr)
 
     def _product(self, eqn, a, b) -> Pair:
@@ -198,7 +198,7 @@ class _Decomposer(Interpreter):
             return [R.activation_rule(fn, x, self.rules.activation)]
         if kind in ("layer_norm", "rms_norm") and _is_pair(x) and not any(map(_is_pair, invals[1:])):
             if kind == "layer_norm":
-                return [R.layer_norm_rule(x, invals[1], invals[2], options["eps"], self.rules.tol)]
+                return [R.layer_norm_rule(x, invals[1], invals[2], options["eps"], self.rules)]
             return [R.rms_norm_rule(x, invals[1], options["eps"])]
         if kind == "attention" and not _is_pair(invals[3]):
             q, k, v = (_as_pair(t) for t in invals[:3])

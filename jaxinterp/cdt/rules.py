@@ -34,12 +34,16 @@ class Rules:
       (after two decomposed values are added), `"norm"` (after layer/RMS norm) and `"activation"`; `True` means
       the official BERT CD-T choice `{"linear", "attention", "residual", "norm"}`, `False` none (the default, as in
       the official GPT-2 circuit code's attention path).
+    - `bias_split`: `"exact"` (the irrelevant part takes what the relevant part does not, so `rel + irr` is exact
+      even where both parts are zero) or `"official"` (REFERENCE.md P1 §1 as written: each part gets
+      `bias |part| / (|rel| + |irr| + tol)`, which loses the bias where both parts are zero).
     - `tol`: the stabiliser in the magnitude-proportional bias split.
     """
 
     activation: str = "cdt"
     attention: str = "frozen"
     normalize_signs: bool | frozenset[str] = False
+    bias_split: str = "exact"
     tol: float = 1e-8
 
     def __post_init__(self):
@@ -52,6 +56,8 @@ class Rules:
             raise ValueError(f"activation rule must be 'cdt', 'acd' or 'shapley', got {self.activation!r}")
         if self.attention not in ("frozen", "decomposed"):
             raise ValueError(f"attention rule must be 'frozen' or 'decomposed', got {self.attention!r}")
+        if self.bias_split not in ("exact", "official"):
+            raise ValueError(f"bias_split must be 'exact' or 'official', got {self.bias_split!r}")
 
 
 # ------------------------------------------------------------------------------------------------ elementary rules
@@ -65,11 +71,18 @@ def normalize_signs(x: Pair) -> Pair:
     return Pair(rel, irr)
 
 
-def split_bias(x: Pair, bias, tol: float) -> Pair:
-    """`x + bias` with the bias shared in proportion to `|rel|` and `|irr|`."""
+def bias_shares(x: Pair, bias, rules: "Rules") -> Pair:
+    """The parts of `bias` that go to `rel` and to `irr`, in proportion to their magnitudes (`rules.bias_split`)."""
     a_rel, a_irr = jnp.abs(x.rel), jnp.abs(x.irr)
-    denom = a_rel + a_irr + tol
-    return Pair(x.rel + bias * a_rel / denom, x.irr + bias * a_irr / denom)
+    denom = a_rel + a_irr + rules.tol
+    rel_share = bias * a_rel / denom
+    return Pair(rel_share, bias - rel_share if rules.bias_split == "exact" else bias * a_irr / denom)
+
+
+def split_bias(x: Pair, bias, rules: "Rules") -> Pair:
+    """`x + bias` with the bias shared by magnitude (see `bias_shares`)."""
+    share = bias_shares(x, bias, rules)
+    return Pair(x.rel + share.rel, x.irr + share.irr)
 
 
 def activation_rule(f, x: Pair, variant: str) -> Pair:
@@ -92,19 +105,12 @@ def product_rule(op, a: Pair, b: Pair) -> Pair:
     return Pair(op(a.rel, b.rel + b.irr) + op(a.irr, b.rel), irr)
 
 
-def layer_norm_rule(x: Pair, weight, bias, eps: float, tol: float) -> Pair:
+def layer_norm_rule(x: Pair, weight, bias, eps: float, rules: "Rules") -> Pair:
     """Layer norm: each part centred by its own mean, scaled by the total's standard deviation; the bias shared
-    by the magnitudes of the input parts."""
-    total = x.rel + x.irr
-    var = jnp.var(total, axis=-1, keepdims=True)
-    scale = lax.rsqrt(var + eps) * weight
-    a_rel, a_irr = jnp.abs(x.rel), jnp.abs(x.irr)
-    denom = a_rel + a_irr + tol
-
-    def part(p, a):
-        return (p - jnp.mean(p, axis=-1, keepdims=True)) * scale + bias * a / denom
-
-    return Pair(part(x.rel, a_rel), part(x.irr, a_irr))
+    by the magnitudes of the input parts (as in `split_bias`)."""
+    scale = lax.rsqrt(jnp.var(x.rel + x.irr, axis=-1, keepdims=True) + eps) * weight
+    share = bias_shares(x, bias, rules)
+    return Pair(*((p - jnp.mean(p, axis=-1, keepdims=True)) * scale + b for p, b in zip(x, share)))
 
 
 def rms_norm_rule(x: Pair, weight, eps: float) -> Pair:
