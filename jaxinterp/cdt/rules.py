@@ -86,16 +86,22 @@ def split_bias(x: Pair, bias, rules: "Rules") -> Pair:
 
 
 def activation_rule(f, x: Pair, variant: str) -> Pair:
-    """An elementwise nonlinearity `f` applied to a decomposed value, in the chosen `variant`."""
+    """An elementwise nonlinearity `f` applied to a decomposed value, in the chosen `variant`.
+
+    Where the part the variant's formula gives zero by construction is exactly zero (`rel` for CD-T and Shapley,
+    `irr` for ACD), it stays exactly zero: compiled code may round `f(0 + irr)` and `f(irr)` differently, and
+    the decomposition would amplify that noise layer by layer.
+    """
     total = f(x.rel + x.irr)
-    if variant == "cdt":
-        irr = f(x.irr)
-        return Pair(total - irr, irr)
     if variant == "acd":
         rel = f(x.rel)
-        return Pair(rel, total - rel)
-    zero = f(jnp.zeros_like(x.rel))
-    rel = 0.5 * ((f(x.rel) - zero) + (total - f(x.irr)))
+        irr = jnp.where(x.irr == 0, 0.0, total - rel)
+        return Pair(total - irr, irr)
+    if variant == "cdt":
+        rel = total - f(x.irr)
+    else:
+        rel = 0.5 * ((f(x.rel) - f(jnp.zeros_like(x.rel))) + (total - f(x.irr)))
+    rel = jnp.where(x.rel == 0, 0.0, rel)
     return Pair(rel, total - rel)
 
 
