@@ -1,5 +1,7 @@
 """jaxinterp: interpretability methods as JAX function transformations."""
 
+from . import assets as assets
+from . import data as data
 from .capture import capture as capture
 from .cdt import Input as Input
 from .cdt import Rules as Rules
