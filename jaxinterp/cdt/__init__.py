@@ -4,6 +4,7 @@ from . import scores as scores
 from .decomposition import Decomposed as Decomposed
 from .decomposition import UnsupportedOperationError as UnsupportedOperationError
 from .decomposition import cd as cd
+from .decomposition import propagate as propagate
 from .rules import Rules as Rules
 from .sources import Input as Input
 from .sources import Pair as Pair

@@ -268,6 +268,27 @@ class Decomposed(eqx.Module):
         return {n: p.rel for n, p in records.items()}, {n: p.irr for n, p in records.items()}
 
 
+def propagate(f: Callable, *args, rules: R.Rules = R.Rules(), fallback: str | None = None):
+    """Evaluate `f` on arguments that are already decomposed.
+
+    Where `cd` splits ordinary inputs into parts, `propagate` carries given parts through `f`: it is the step to
+    chain decompositions, for example through the stages of an ODE solver.
+
+    **Arguments:** `f`; `*args`, pytrees whose leaves are arrays or `Pair(rel, irr)`; `rules`; `fallback`.
+
+    **Returns:** `f`'s output with every array leaf a `Pair` (a constant output is entirely irrelevant).
+    """
+    is_pair = lambda x: isinstance(x, Pair)
+    totals = jax.tree_util.tree_map(_total, args, is_leaf=is_pair)
+    closed, flat, rebuild = trace(f, totals, {})
+    keep = lambda x: is_pair(x) or eqx.is_array(x)
+    leaves = jax.tree_util.tree_leaves(eqx.filter((f, args, {}), keep, is_leaf=is_pair), is_leaf=is_pair)
+    if len(leaves) != len(flat):
+        raise ValueError("propagate: the decomposed arguments do not line up with the traced inputs")
+    interp = _Decomposer({}, frozenset(), rules, fallback, _attention_inputs(closed))
+    return rebuild([_as_pair(o) for o in interp.eval_jaxpr(closed, *leaves)])
+
+
 def cd(
     f: Callable,
     sources: Site | Input | Sequence[Site | Input],
