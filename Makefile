@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.jaxinterp-installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,6 @@ demo: install
 
 test: install
 	$(PY) -m pytest -n 2 -q
-
-bench: install
-	$(PY) -m experiments.benchmarks
 
 clean:
 	rm -rf $(VENV) .cache results

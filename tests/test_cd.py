@@ -261,3 +261,20 @@ def test_classification_and_logit_difference_scores():
     assert float(ji.cd_scores.classification(rel, total, 2)) == pytest.approx(-1.0 - 2.0)
     logits = jnp.arange(12.0).reshape(2, 6)
     assert float(ji.cd_scores.logit_difference(logits, 4, 1)) == pytest.approx(3.0)
+
+
+def test_values_computed_before_an_internal_source_are_irrelevant_not_biases():
+    """A residual stream computed before the source is data, entirely irrelevant (REFERENCE.md P1 §7: r = 0,
+    i = everything until the source); only parameters are split like biases."""
+    bias = jnp.array([0.5, -1.0])
+
+    def f(x):
+        h = ji.tag(jnp.tanh(x) * 2.0, "h")
+        return h + x + bias
+
+    x = jnp.array([0.3, -2.0])
+    rel, irr = ji.cd(f, ji.Site("h"))(x)
+    h = jnp.tanh(x) * 2.0
+    share = bias * jnp.abs(h) / (jnp.abs(h) + jnp.abs(x) + 1e-8)
+    np.testing.assert_allclose(rel, h + share, rtol=1e-6)
+    np.testing.assert_allclose(irr, x + bias - share, rtol=1e-6)

@@ -260,7 +260,11 @@ class Decomposed(eqx.Module):
                 "(their whole-op rule does not decompose internal values); choose sites outside them"
             )
         interp = _Decomposer(by_name, frozenset(target_names), self.rules, self.fallback, _attention_inputs(closed))
-        outs = interp.eval_jaxpr(closed, *flat)
+        # the arrays of f are parameters (split like biases where they meet decomposed values); everything computed
+        # from the data arguments starts entirely irrelevant, as in REFERENCE.md P1 §7
+        n_parameters = len(jax.tree_util.tree_leaves(eqx.filter(self.f, eqx.is_array)))
+        inputs = flat[:n_parameters] + [_as_pair(x) if eqx.is_inexact_array(x) else x for x in flat[n_parameters:]]
+        outs = interp.eval_jaxpr(closed, *inputs)
         if self.targets is None:
             pairs = [_as_pair(o) for o in outs]
             return rebuild([p.rel for p in pairs]), rebuild([p.irr for p in pairs])

@@ -1,0 +1,49 @@
+"""Smoke test of the CD-T MiniLM benchmark (`experiments/benchmarks/cd_minilm.py`): the quick run writes its JSON
+with every figure present, positive and finite. No timing is asserted."""
+
+import json
+import math
+
+from experiments.benchmarks import cd_minilm
+from experiments.record import results_dir
+
+
+def positive_finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_quick_run_writes_positive_finite_figures():
+    returned = cd_minilm.main(quick=True)
+    record = json.loads((results_dir("benchmarks") / "cd_minilm.json").read_text())
+    assert record["decomposition"] == returned["decomposition"]
+    assert (results_dir("benchmarks") / "cd_minilm.md").read_text().startswith("| measure |")
+
+    machine = record["machine"]
+    assert machine["platform"] and machine["jax"] and machine["cpu_count"] >= 1
+
+    dec = record["decomposition"]
+    for name in ("forward", "cd"):
+        entry = dec[name]
+        for key in ("wall_s", "cpu_s", "lower_s", "compile_s", "gflops", "bytes_accessed_gb"):
+            assert positive_finite(entry[key]), (name, key)
+        for key in ("argument_bytes", "output_bytes", "temp_bytes", "total_bytes", "activations_bytes"):
+            assert positive_finite(entry["memory"][key]), (name, key)
+    for key in (
+        "over_forward_wall", "over_forward_cpu", "over_forward_gflops", "over_forward_bytes_accessed",
+        "over_forward_activations_memory", "over_forward_total_memory",
+    ):
+        assert positive_finite(dec["cd"][key]), key
+    assert dec["cd"]["max_abs_rel_plus_irr_minus_forward"] <= 1e-3
+
+    heads = record["head_sweep"]
+    assert heads["n_sources"] == 72
+    for key in ("wall_s", "cpu_s"):
+        assert positive_finite(heads["forward"][key]) and positive_finite(heads["sequential"][key]), key
+    for key in ("single_source_over_forward_wall", "single_compile_s", "max_abs_sequential"):
+        assert positive_finite(heads[key]), key
+    assert set(heads["variants"]) >= {"vmap", "lax_map_24"}
+    for name, entry in heads["variants"].items():
+        for key in ("wall_s", "cpu_s", "over_sequential_wall", "over_sequential_cpu", "compile_s"):
+            assert positive_finite(entry[key]), (name, key)
+        assert entry["max_abs_difference_from_sequential"] <= 1e-3 * heads["max_abs_sequential"], name
+    assert positive_finite(heads["memory"]["vmap_activations_over_single"])
