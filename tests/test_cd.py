@@ -55,9 +55,10 @@ def test_transformers_rel_plus_irr_is_the_forward(kind, seed, positions, attenti
     # an all-ones source leaves nothing irrelevant under the official bias split (the exact split gives a bias
     # meeting an all-zero value to the irrelevant part)
     official = ji.Rules(attention=attention, activation=activation, bias_split="official")
+    # (the official split also drops bias * tol / |part| at every bias, so its totals are looser than 1e-5)
     rel_all, irr_all = ji.cd(model, ji.Site("embed"), rules=official)(tokens)
     assert relative_size(irr_all, model(tokens)) <= 1e-5
-    assert relative_error(rel_all, model(tokens)) <= 1e-5
+    assert relative_error(rel_all, model(tokens)) <= 1e-4
 
 
 @settings(max_examples=8, deadline=None)
@@ -278,3 +279,17 @@ def test_values_computed_before_an_internal_source_are_irrelevant_not_biases():
     share = bias * jnp.abs(h) / (jnp.abs(h) + jnp.abs(x) + 1e-8)
     np.testing.assert_allclose(rel, h + share, rtol=1e-6)
     np.testing.assert_allclose(irr, x + bias - share, rtol=1e-6)
+
+
+def test_an_embedding_lookup_of_data_is_irrelevant_until_the_source(getkey):
+    """Token ids are data: the embeddings they select are irrelevant, so a head of any layer can be the only
+    source, and adding all-zero sources below it changes nothing."""
+    model = models.Transformer(tiny_transformers()["gpt2"], key=getkey())
+    tokens = jnp.arange(SEQ)
+    head = ji.Site("blocks.1.attn.z", ji.head_mask(2, 4))
+    alone = ji.cd(model, head)(tokens)
+    with_zero_sources = ji.cd(model, [ji.Site("embed", 0.0), ji.Site("blocks.0.attn.z", 0.0), head])(tokens)
+    np.testing.assert_allclose(alone[0], with_zero_sources[0], atol=1e-6)
+    _, before = ji.cd(model, head, targets="blocks.1.resid_pre")(tokens)
+    rel_before, _ = ji.cd(model, head, targets="blocks.1.resid_pre")(tokens)
+    assert float(jnp.abs(rel_before["blocks.1.resid_pre"]).max()) == 0.0

@@ -2,7 +2,7 @@
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -20,17 +20,37 @@ class UnsupportedOperationError(TypeError):
     """A decomposed value reached an operation that has no contextual-decomposition rule."""
 
 
+class Data(NamedTuple):
+    """A non-floating-point value computed from the data arguments (token ids, masks, indices).
+
+    Floating-point values computed from data are `Pair`s (entirely irrelevant until a source), but integers cannot
+    be split; this marker keeps track that they are data, so that what they select from parameters (an embedding
+    lookup) is data too, and irrelevant, rather than a parameter to be split like a bias.
+    """
+
+    value: Any
+
+
 def _is_pair(x) -> bool:
     return isinstance(x, Pair)
 
 
+def _plain(x):
+    """The ordinary value: the total of a pair, the value of a data marker."""
+    if isinstance(x, Data):
+        return x.value
+    return x.rel + x.irr if _is_pair(x) else x
+
+
 def _as_pair(x) -> Pair:
     """A value as a pair; a constant (not derived from any source) is entirely irrelevant."""
-    return x if _is_pair(x) else Pair(jnp.zeros_like(x), x)
+    return x if _is_pair(x) else Pair(jnp.zeros_like(_plain(x)), _plain(x))
 
 
-def _total(x):
-    return x.rel + x.irr if _is_pair(x) else x
+def _from_data(x):
+    """An output computed from data: floating point values become irrelevant pairs, the rest data markers."""
+    return Pair(jnp.zeros_like(x), x) if jnp.issubdtype(x.dtype, jnp.inexact) else Data(x)
+
 
 
 def _attention_inputs(closed) -> set:
@@ -79,6 +99,10 @@ class _Decomposer(Interpreter):
     # ---- interpreter hooks
     def on_tag(self, value, name):
         self.last_site = name
+        if isinstance(value, Data):
+            if name in self.sources:
+                raise TypeError(f"site {name!r} holds {value.value.dtype} values, which cannot be a source")
+            return value
         for source in self.sources.get(name, ()):
             value = source.inject(_as_pair(value))
         if name in self.targets:
@@ -88,21 +112,24 @@ class _Decomposer(Interpreter):
     def enters(self, eqn, invals):
         if eqn.primitive is composite_p and eqn.params["kind"] in COMPOSITES_WITH_RULES:
             return False
-        return any(map(_is_pair, invals)) or super().enters(eqn, invals)
+        return any(isinstance(v, (Pair, Data)) for v in invals) or super().enters(eqn, invals)
 
     def loop_values(self, values):
-        return [_as_pair(v) if jnp.issubdtype(jnp.result_type(_total(v)), jnp.inexact) else v for v in values]
+        return [_as_pair(v) if jnp.issubdtype(jnp.result_type(_plain(v)), jnp.inexact) else _plain(v) for v in values]
 
     def concrete(self, value):
-        return _total(value)
+        return _plain(value)
 
     def apply(self, eqn, invals):
+        from_data = any(isinstance(v, Data) for v in invals)
+        invals = [v.value if isinstance(v, Data) else v for v in invals]
         if not any(map(_is_pair, invals)):
-            return super().apply(eqn, invals)
+            outs = super().apply(eqn, invals)
+            return [_from_data(o) for o in outs] if from_data else outs
         outs = self._rule(eqn, invals)
         if self._normalisation_point(eqn, invals) in self.rules.normalize_signs:
-            outs = [R.normalize_signs(o) for o in outs]
-        return outs
+            outs = [R.normalize_signs(o) if _is_pair(o) else o for o in outs]
+        return [o if _is_pair(o) else _from_data(o) for o in outs]
 
     # ---- rules
     def _normalisation_point(self, eqn, invals) -> str | None:
@@ -126,7 +153,7 @@ class _Decomposer(Interpreter):
             x, rest = invals[0], invals[1:]
             return [Pair(r, i) for r, i in zip(self._bind(eqn, x.rel, *rest), self._bind(eqn, x.irr, *rest))]
         if name in R.FROM_TOTALS:
-            return self._bind(eqn, *map(_total, invals))
+            return self._bind(eqn, *map(_plain, invals))
         if name in R.NONLINEAR_UNARY and len(invals) == 1:
             return [R.activation_rule(lambda v: self._bind(eqn, v)[0], invals[0], self.rules.activation)]
         if name in ("add", "add_any", "sub"):
@@ -173,14 +200,14 @@ class _Decomposer(Interpreter):
         and route both parts; `select_n`'s predicate and `pad`'s padding value follow their totals."""
         name = eqn.primitive.name
         if name == "select_n":
-            pred, cases = _total(invals[0]), [_as_pair(c) for c in invals[1:]]
+            pred, cases = _plain(invals[0]), [_as_pair(c) for c in invals[1:]]
             return [Pair(*(self._bind(eqn, pred, *(c[j] for c in cases))[0] for j in (0, 1)))]
         if name == "pad":
-            x, value = _as_pair(invals[0]), _total(invals[1])
+            x, value = _as_pair(invals[0]), _plain(invals[1])
             return [Pair(self._bind(eqn, x.rel, jnp.zeros_like(value))[0], self._bind(eqn, x.irr, value)[0])]
         if name == "dynamic_update_slice":
             operand, update, *idx = invals
-            operand, update, idx = _as_pair(operand), _as_pair(update), [_total(i) for i in idx]
+            operand, update, idx = _as_pair(operand), _as_pair(update), [_plain(i) for i in idx]
             return [Pair(*(self._bind(eqn, operand[j], update[j], *idx)[0] for j in (0, 1)))]
         if name == "clamp" and not _is_pair(invals[0]) and not _is_pair(invals[2]):
             lo, x, hi = invals
@@ -217,7 +244,7 @@ class _Decomposer(Interpreter):
             f"cd: no rule for {eqn.primitive.name!r}{where}; its output is credited to the irrelevant part",
             stacklevel=2,
         )
-        return [_as_pair(o) for o in self._bind(eqn, *map(_total, invals))]
+        return [_as_pair(o) for o in self._bind(eqn, *map(_plain, invals))]
 
 
 class _TagArguments(eqx.Module):
@@ -263,7 +290,7 @@ class Decomposed(eqx.Module):
         # the arrays of f are parameters (split like biases where they meet decomposed values); everything computed
         # from the data arguments starts entirely irrelevant, as in REFERENCE.md P1 §7
         n_parameters = len(jax.tree_util.tree_leaves(eqx.filter(self.f, eqx.is_array)))
-        inputs = flat[:n_parameters] + [_as_pair(x) if eqx.is_inexact_array(x) else x for x in flat[n_parameters:]]
+        inputs = flat[:n_parameters] + [_from_data(jnp.asarray(x)) for x in flat[n_parameters:]]
         outs = interp.eval_jaxpr(closed, *inputs)
         if self.targets is None:
             pairs = [_as_pair(o) for o in outs]
@@ -283,7 +310,7 @@ def propagate(f: Callable, *args, rules: R.Rules = R.Rules(), fallback: str | No
     **Returns:** `f`'s output with every array leaf a `Pair` (a constant output is entirely irrelevant).
     """
     is_pair = lambda x: isinstance(x, Pair)
-    totals = jax.tree_util.tree_map(_total, args, is_leaf=is_pair)
+    totals = jax.tree_util.tree_map(_plain, args, is_leaf=is_pair)
     closed, flat, rebuild = trace(f, totals, {})
     keep = lambda x: is_pair(x) or eqx.is_array(x)
     leaves = jax.tree_util.tree_leaves(eqx.filter((f, args, {}), keep, is_leaf=is_pair), is_leaf=is_pair)

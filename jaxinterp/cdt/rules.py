@@ -113,10 +113,13 @@ def product_rule(op, a: Pair, b: Pair) -> Pair:
 
 def layer_norm_rule(x: Pair, weight, bias, eps: float, rules: "Rules") -> Pair:
     """Layer norm: each part centred by its own mean, scaled by the total's standard deviation; the bias shared
-    by the magnitudes of the input parts (as in `split_bias`)."""
-    scale = lax.rsqrt(jnp.var(x.rel + x.irr, axis=-1, keepdims=True) + eps) * weight
+    by the magnitudes of the input parts (as in `split_bias`). The arithmetic follows `composites.layer_norm`
+    operation for operation, so the totals round as the forward does."""
+    total = x.rel + x.irr
+    var = jnp.mean(jnp.square(total - jnp.mean(total, axis=-1, keepdims=True)), axis=-1, keepdims=True)
+    inverse_std = lax.rsqrt(var + eps)
     share = bias_shares(x, bias, rules)
-    return Pair(*((p - jnp.mean(p, axis=-1, keepdims=True)) * scale + b for p, b in zip(x, share)))
+    return Pair(*((p - jnp.mean(p, axis=-1, keepdims=True)) * inverse_std * weight + b for p, b in zip(x, share)))
 
 
 def rms_norm_rule(x: Pair, weight, eps: float) -> Pair:
