@@ -6,7 +6,15 @@ from .loading import load_minilm as load_minilm
 from .loading import load_smollm2 as load_smollm2
 from .loading import sentence_embedding as sentence_embedding
 from .loading import WeightFileError as WeightFileError
+from .latent_ode import LatentODE as LatentODE
 from .mlp import MLP as MLP
+from .neural_cde import NeuralCDE as NeuralCDE
+from .neural_ode import BatchedField as BatchedField
+from .neural_ode import MLPVectorField as MLPVectorField
+from .neural_ode import NeuralODE as NeuralODE
+from .neural_ode import NeuralODEClassifier as NeuralODEClassifier
+from .neural_sde import DiagonalNoiseTerm as DiagonalNoiseTerm
+from .neural_sde import NeuralSDE as NeuralSDE
 from .rnn import GRUClassifier as GRUClassifier
 from .rnn import LSTMClassifier as LSTMClassifier
 from .transformer import Transformer as Transformer

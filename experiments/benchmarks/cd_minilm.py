@@ -102,8 +102,11 @@ def load_inputs(config: Config):
     sweep). **Returns:** `(model, ids, attention, sweep_ids, sweep_attention)`."""
     model, tokenizer = models.load("minilm-l6")
     sentences, _ = sst2("dev")
-    ids, attention = encode(tokenizer, sentences[: config.batch], config.seq_len)
+    # measured before `encode` turns on padding and truncation (with them every sentence has `seq_len` tokens)
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
     longest = max(sentences, key=lambda s: len(tokenizer.encode(s).ids))
+    ids, attention = encode(tokenizer, sentences[: config.batch], config.seq_len)
     sweep_ids, sweep_attention = encode(tokenizer, [longest], config.seq_len)
     return model, ids, attention, sweep_ids[0], sweep_attention[0]
 
@@ -136,9 +139,10 @@ def decompose_heads(model, tokens, attention, masks):
     site per layer on `blocks.L.attn.z`).
 
     `embed` is a source too, with an all-zero mask: that makes the residual stream an explicitly irrelevant value
-    from the start, as in the official CD-T code, so a head of layer 0 is treated like the heads of later layers
-    (without it, `cd` would share the undecomposed residual stream entering layer 0 between `rel` and `irr` in
-    proportion to the head's output, as it shares a bias).
+    from the start, as in the official CD-T code, so a head of layer 0 is treated like the heads of later layers.
+    `cd` starts only floating-point data arguments as irrelevant; MiniLM's arguments are integer token ids and
+    masks, so its embeddings are gathered from a parameter, and without this source `cd` would share the residual
+    stream entering layer 0 between `rel` and `irr` in proportion to the head's output, as it shares a bias.
 
     **Returns:** `rel`, `[seq, d_model]`.
     """
@@ -152,7 +156,8 @@ def decompose_heads_by_layer(model, tokens, attention, head_masks):
 
     For layer `L` the sources are the heads at `blocks.L.attn.z` and, with an all-zero mask, `blocks.L.resid_pre`:
     that makes the residual stream entering the layer an explicitly irrelevant value (as the zero masks below `L`
-    make it in `decompose_heads`), while the layers below `L` run once, undecomposed and unbatched.
+    make it in `decompose_heads`; needed for the reason given there), while the layers below `L` run once,
+    undecomposed and unbatched: no value below the sources is decomposed.
 
     **Arguments:** `head_masks`: `[heads, heads, 1]`, one mask per head of a layer.
 

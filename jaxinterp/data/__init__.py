@@ -8,3 +8,4 @@ from ._news import ag_news as ag_news
 from ._news import ag_news_split as ag_news_split
 from ._sentiment import rotten_tomatoes as rotten_tomatoes
 from ._sentiment import sst2 as sst2
+from ._timeseries import electricity_demand as electricity_demand

@@ -1,0 +1,108 @@
+import dataclasses
+import json
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+from experiments.dale_langevin.config import DaleLangevinConfig
+from experiments.dale_langevin.run import SHARK_DRIFT_EVALUATIONS_PER_STEP, SLUG, main
+from experiments.dale_langevin.train import train
+from experiments.record import results_dir
+from jaxinterp.dynamics import gbm
+from models.score_net import ScoreUNet
+
+
+def _tiny_problem():
+    net = ScoreUNet(1, (4,), 8, key=jr.key(0))
+    data = 1.0 + jr.uniform(jr.key(1), (64, 1, 4, 4))
+    process = gbm.GeometricBrownianMotion()
+
+    def loss(net, x0, key):
+        def score(x, t):
+            return process.score_from_noise(net(jnp.log(x), t), x, t)
+
+        return gbm.multiplicative_score_matching_loss(score, process, x0, key=key)
+
+    return net, data, loss
+
+
+def test_resumed_training_equals_uninterrupted_training(tmp_path):
+    net, data, loss = _tiny_problem()
+    settings = dict(key=jr.key(2), batch_size=8, learning_rate=1e-2, warmup_steps=2, checkpoint_every=2)
+    uninterrupted, uninterrupted_loss = train(net, loss, data, steps=6, **settings)
+    checkpoint = tmp_path / "state.eqx"
+    interrupted, _ = train(net, loss, data, steps=3, checkpoint=checkpoint, **settings)
+    resumed, resumed_loss = train(net, loss, data, steps=6, checkpoint=checkpoint, **settings)
+
+    def arrays(model):
+        return jax.tree.leaves(eqx.filter(model, eqx.is_array))
+
+    assert any(not np.array_equal(a, b) for a, b in zip(arrays(net), arrays(uninterrupted)))
+    assert any(not np.array_equal(a, b) for a, b in zip(arrays(interrupted), arrays(uninterrupted)))
+    for a, b in zip(arrays(resumed), arrays(uninterrupted)):
+        np.testing.assert_array_equal(a, b)
+    assert resumed_loss == uninterrupted_loss
+
+
+def test_smoke_run_writes_results_and_keeps_dale_samples_positive():
+    config = dataclasses.replace(
+        DaleLangevinConfig.quick(),
+        train_steps=2,
+        classifier_steps=2,
+        batch_size=16,
+        widths=(4,),
+        embed_dim=8,
+        classifier_channels=(4,),
+        num_levels=3,
+        num_samples=16,
+        eval_size=32,
+        checkpoint_every=1,
+    )
+    metrics = main(config)
+    out = results_dir(SLUG)
+    record = json.loads((out / "results.json").read_text())
+    assert record["config"]["num_levels"] == 3
+    assert (out / "samples_digits.png").stat().st_size > 0
+    assert (out / "results.md").read_text().count("| digits |") == 6
+    samplers = metrics["digits"]["samplers"]
+    assert set(samplers) == {
+        "training images (reference)",
+        "Dale-Langevin (GBM)",
+        "ambient multiplicative (GBM)",
+        "reverse SDE, diffrax ShARK adaptive (GBM)",
+        "VE, Euler-Maruyama",
+        "VP, Euler-Maruyama",
+    }
+    for name in ("Dale-Langevin (GBM)", "ambient multiplicative (GBM)", "VE, Euler-Maruyama", "VP, Euler-Maruyama"):
+        assert samplers[name]["nfe"] == 3
+    assert samplers["reverse SDE, diffrax ShARK adaptive (GBM)"]["nfe"] >= 3
+    dale = samplers["Dale-Langevin (GBM)"]
+    assert dale["positive_fraction"] == 1.0 and dale["min_value"] > 0
+    assert all(np.isfinite(s["fid"]) and s["fid"] >= 0 for s in samplers.values())
+
+
+def test_shark_nfe_count_used_by_the_experiment():
+    calls = []
+    process = gbm.GeometricBrownianMotion()
+    exact = gbm.log_normal_marginal_score(process, 0.3, 0.2)
+
+    def counted_score(x, t):
+        jax.debug.callback(lambda: calls.append(1))
+        return exact(x, t)
+
+    solve = jax.jit(
+        lambda key: gbm.reverse_sde_sample(
+            counted_score,
+            process,
+            jnp.full((1, 1), 1.3),
+            key=key,
+            solver=diffrax.ShARK(),
+            stepsize_controller=diffrax.PIDController(rtol=1e-2, atol=1e-2),
+        )
+    )
+    _, steps = jax.block_until_ready(solve(jr.key(0)))
+    assert len(calls) == SHARK_DRIFT_EVALUATIONS_PER_STEP * int(steps) + 1

@@ -1,0 +1,42 @@
+import json
+import os
+import pathlib
+
+from experiments.latent_ode import config as latent_config
+from experiments.latent_ode import run as latent_run
+from experiments.regularized_node import config as node_config
+from experiments.regularized_node import run as node_run
+
+
+def _results(slug: str) -> pathlib.Path:
+    return pathlib.Path(os.environ["JAXINTERP_RESULTS"]) / slug
+
+
+def test_regularized_node_smoke():
+    config = node_config.quick().replace(
+        num_seeds=1, train_size=256, test_size=250, batch_size=64, num_steps=3, eval_batch_size=250
+    )
+    metrics = node_run.main(config)
+    record = json.loads((_results("regularized_node") / "results.json").read_text())
+    assert record["config"]["num_steps"] == 3 and record["wall_time_s"] > 0
+    assert set(record["metrics"]["summary"]) == set(node_run.VARIANTS)
+    assert (_results("regularized_node") / "results.md").read_text().startswith("| variant |")
+    assert (_results("regularized_node") / "nfe_vs_accuracy.png").stat().st_size > 0
+    for run in metrics["runs"]:
+        assert 0.0 <= run["accuracy"] <= 100.0
+        assert run["nfe"] >= 7 and (run["nfe"] - 1) % 6 == 0
+
+
+def test_latent_ode_smoke():
+    config = latent_config.quick().replace(num_steps=3, max_windows=64, batch_size=32)
+    train, test, ts = latent_run.load(config)
+    assert train.shape[1:] == test.shape[1:] == (48, 2) and ts.shape == (48,)
+    assert abs(float(train.reshape(-1, 2).mean())) < 1.0
+    metrics = latent_run.main(config)
+    assert metrics["test_windows"] == 64
+    for run in metrics["runs"]:
+        assert run["forecast_mse"] > 0 and run["interpolation_mse"] > 0 and run["nfe"] > 0
+    assert (_results("latent_ode") / "forecast.png").stat().st_size > 0
+    assert set(json.loads((_results("latent_ode") / "results.json").read_text())["metrics"]["summary"]) == set(
+        latent_run.VARIANTS
+    )
