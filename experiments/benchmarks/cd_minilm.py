@@ -497,7 +497,7 @@ def summary_rows(record: dict) -> list[dict]:
     n = heads["n_sources"]
     rows.append({"measure": f"{n} heads, {n} sequential calls", "value": f"{heads['sequential']['wall_s']:.2f} s",
                  "note": f"one source = {heads['single_source_over_forward_wall']:.1f}x a forward of the sentence"})
-    labels = {"vmap": "one vmap over all masks", "per_layer_vmap": "one vmap per layer, lower layers undecomposed"}
+    labels = {"vmap": "one vmap over all masks", "per_layer_vmap": "one vmap per layer, lower layers computed once"}
     for name, entry in heads["variants"].items():
         label = labels.get(name, name.replace("lax_map_", "lax.map, batch "))
         rows.append({"measure": f"{n} heads, {label} / sequential", "value": f"{entry['over_sequential_wall']:.2f}x",
