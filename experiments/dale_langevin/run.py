@@ -179,7 +179,8 @@ def train_classifier(config, train_x, train_y, test_x, test_y, *, key, checkpoin
         checkpoint_every=config.checkpoint_every,
         description="classifier",
     )
-    predictions = np.asarray(jnp.argmax(jax.jit(jax.vmap(model))(jnp.asarray(test_x)), axis=-1))
+    logits = eqx.filter_jit(lambda m, x: jax.vmap(m)(x))(model, jnp.asarray(test_x))
+    predictions = np.asarray(jnp.argmax(logits, axis=-1))
     return model, float(np.mean(predictions == test_y))
 
 
@@ -274,11 +275,11 @@ def run_dataset(name: str, config: DaleLangevinConfig, key) -> tuple[dict, list[
     classifier, accuracy = train_classifier(
         config, train_x, train_y, test_x, test_y, key=classifier_key, checkpoint=checkpoints / f"{name}_classifier.eqx"
     )
-    raw_features = jax.jit(jax.vmap(classifier.features))
-    feature_scale = float(np.std(np.asarray(raw_features(jnp.asarray(eval_x)))))
+    raw_features = eqx.filter_jit(lambda model, images: jax.vmap(model.features)(images))
+    feature_scale = float(np.std(np.asarray(raw_features(classifier, jnp.asarray(eval_x)))))
 
     def features_fn(images):
-        return np.asarray(raw_features(jnp.asarray(images))) / feature_scale
+        return np.asarray(raw_features(classifier, jnp.asarray(images))) / feature_scale
 
     test_features = features_fn(eval_x)
     train_flat = train_x.reshape(len(train_x), -1)
