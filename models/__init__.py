@@ -1,12 +1,13 @@
 """The model zoo: equinox Modules for one example, with named sites, and loaders for real checkpoints."""
 
 from .cnn import CNN as CNN
+from .latent_ode import LatentODE as LatentODE
+from .latent_sde import LatentSDE as LatentSDE
+from .loading import WeightFileError as WeightFileError
 from .loading import load as load
 from .loading import load_minilm as load_minilm
 from .loading import load_smollm2 as load_smollm2
 from .loading import sentence_embedding as sentence_embedding
-from .loading import WeightFileError as WeightFileError
-from .latent_ode import LatentODE as LatentODE
 from .mlp import MLP as MLP
 from .neural_cde import NeuralCDE as NeuralCDE
 from .neural_ode import BatchedField as BatchedField
@@ -14,6 +15,7 @@ from .neural_ode import MLPVectorField as MLPVectorField
 from .neural_ode import NeuralODE as NeuralODE
 from .neural_ode import NeuralODEClassifier as NeuralODEClassifier
 from .neural_sde import DiagonalNoiseTerm as DiagonalNoiseTerm
+from .neural_sde import DiagonalSDESolve as DiagonalSDESolve
 from .neural_sde import NeuralSDE as NeuralSDE
 from .rnn import GRUClassifier as GRUClassifier
 from .rnn import LSTMClassifier as LSTMClassifier

@@ -11,6 +11,22 @@ from jaxinterp.dynamics.regularisers import Heuristics
 from .neural_ode import Batching, NeuralODE
 
 
+def encode_backwards(
+    encoder: eqx.nn.GRUCell, ts: Float[Array, " times"], xs: Float[Array, "times data"], mask: Bool[Array, " times"]
+) -> Float[Array, " hidden"]:
+    """The final hidden state of a GRU run backwards in time over `[x * mask, mask, dt]` (one example): the encoding
+    of irregular observations of Rubanova et al. (2019). The GRU's input size must be `data + 2`."""
+    m = mask.astype(xs.dtype)[:, None]
+    dts = jnp.diff(ts, append=ts[-1])
+    inputs = jnp.concatenate([xs * m, m, dts[:, None]], axis=-1)
+
+    def step(h, x):
+        return encoder(x, h), None
+
+    h, _ = jax.lax.scan(step, jnp.zeros(encoder.hidden_size, xs.dtype), inputs, reverse=True)
+    return h
+
+
 class LatentODE(eqx.Module):
     """A variational latent ODE for irregularly observed series on a shared time grid with an observation mask.
 
@@ -72,16 +88,7 @@ class LatentODE(eqx.Module):
         self, ts: Float[Array, " times"], xs: Float[Array, "times data"], mask: Bool[Array, " times"]
     ) -> tuple[Float[Array, " latent"], Float[Array, " latent"]]:
         """The mean and log standard deviation of `q(z0 | observations)` for one example."""
-        m = mask.astype(xs.dtype)[:, None]
-        dts = jnp.diff(ts, append=ts[-1])
-        inputs = jnp.concatenate([xs * m, m, dts[:, None]], axis=-1)
-
-        def step(h, x):
-            return self.encoder(x, h), None
-
-        h0 = jnp.zeros(self.encoder.hidden_size, xs.dtype)
-        h, _ = jax.lax.scan(step, h0, inputs, reverse=True)
-        mean, logstd = jnp.split(self.to_latent(h), 2)
+        mean, logstd = jnp.split(self.to_latent(encode_backwards(self.encoder, ts, xs, mask)), 2)
         return mean, logstd
 
     @eqx.filter_jit

@@ -2,9 +2,12 @@ import json
 import os
 import pathlib
 
+import numpy as np
+
 from experiments.latent_ode import config as latent_config
 from experiments.latent_ode import run as latent_run
 from experiments.regularized_node import config as node_config
+from experiments.regularized_node import rounding
 from experiments.regularized_node import run as node_run
 
 
@@ -40,3 +43,11 @@ def test_latent_ode_smoke():
     assert set(json.loads((_results("latent_ode") / "results.json").read_text())["metrics"]["summary"]) == set(
         latent_run.VARIANTS
     )
+
+
+def test_float32_rounding_dominates_the_error_estimate_of_small_steps():
+    rows = rounding.error_estimate_rounding(node_config.quick(), steps=(0.01, 0.5), num_images=100)
+    small, large = rows
+    assert small["E float32"] > 100 * small["E float64"]
+    np.testing.assert_allclose(small["rounding (scaled)"], small["E float32"], rtol=0.01)
+    assert large["rounding (absolute)"] > small["rounding (absolute)"] > 0

@@ -9,8 +9,8 @@ from jaxinterp.dynamics.regularisers import Heuristics
 from jaxinterp.dynamics.training import RegularisationWeights, penalty
 from models.latent_ode import LatentODE
 from models.neural_cde import NeuralCDE
-from models.neural_ode import MLPVectorField, NeuralODE
-from models.neural_sde import NeuralSDE
+from models.neural_ode import BatchedField, MLPVectorField, NeuralODE
+from models.neural_sde import DiagonalNoiseTerm, NeuralSDE
 
 
 def test_neural_ode_batching_modes_and_diffrax_reference(getkey):
@@ -86,6 +86,28 @@ def test_neural_sde_samples(getkey):
     ys_vmap, h_vmap = per_example.solve(y0, ts, key=key)
     assert ys_vmap.shape == (4, 6, 2) and h_vmap.error.shape == (4,)
     np.testing.assert_allclose(ys_vmap[:, 0], y0, atol=1e-6)
+
+
+def test_neural_sde_adaptive_solve_converges_to_a_fine_fixed_step_solve():
+    """Same Brownian path: the adaptive solve (revisiting rejected steps, as the noise is not commutative) approaches
+    a fixed-step Heun solve with 4,000 steps as the tolerance shrinks."""
+    ts = jnp.linspace(0.0, 1.0, 5)
+    y0 = jnp.full((4, 2), 0.5)
+    key, model_key = jax.random.key(7), jax.random.key(1)
+    model = NeuralSDE(2, 16, 1, noise_scale=0.5, brownian_tol=1e-5, key=model_key)
+    brownian = diffrax.VirtualBrownianTree(0.0, 1.0, tol=1e-5, shape=y0.shape, key=key)
+    terms = diffrax.MultiTerm(
+        diffrax.ODETerm(BatchedField(model.drift)), DiagonalNoiseTerm(BatchedField(model.diffusion), brownian)
+    )
+    saveat = diffrax.SaveAt(ts=ts)
+    reference = diffrax.diffeqsolve(terms, diffrax.Heun(), 0.0, 1.0, 1 / 4000, y0, saveat=saveat, max_steps=4001)
+    reference = reference.ys.swapaxes(0, 1)
+    errors = []
+    for tol in (1e-2, 1e-3, 1e-4):
+        adaptive = NeuralSDE(2, 16, 1, noise_scale=0.5, rtol=tol, atol=tol, brownian_tol=1e-5, key=model_key)
+        errors.append(float(jnp.max(jnp.abs(adaptive(y0, ts, key=key) - reference))))
+    assert errors[0] > errors[1] > errors[2], errors
+    assert errors[2] < 0.02, errors
 
 
 def test_latent_ode_shapes_and_mask(getkey):

@@ -50,6 +50,13 @@ def load(config: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     )
 
 
+def build_classifier(config: Config, in_size: int, key) -> NeuralODEClassifier:
+    """The experiment's classifier for flattened inputs of `in_size`, with initial weights from `key`."""
+    return NeuralODEClassifier(
+        in_size, config.hidden, 10, config.width, config.depth, rtol=config.rtol, atol=config.atol, key=key
+    )
+
+
 def _weights(config: Config, variant: str) -> RegularisationWeights:
     def schedule(value: float):
         return optax.linear_schedule(value, 0.1 * value, config.weight_decay_steps)
@@ -112,27 +119,25 @@ def _figure(runs: list[dict], path) -> None:
 
 
 def main(config: Config) -> dict:
-    """Run every variant with every seed; write `results/regularized_node/`.
+    """Run every variant with every seed (in float64 if the config asks); write `results/regularized_node/`.
 
     **Returns:** the metrics written to `results.json`.
     """
+    with jax.enable_x64(config.float64):
+        return _run_all(config)
+
+
+def _run_all(config: Config) -> dict:
     started = time.time()
     x_train, y_train, x_test, y_test = load(config)
+    dtype = jnp.result_type(float)  # float64 inside `jax.enable_x64`
+    x_train, x_test = x_train.astype(dtype), x_test.astype(dtype)
     optimiser = optax.adam(config.learning_rate)
     runs = []
     for variant in VARIANTS:
         for seed in range(config.seed, config.seed + config.num_seeds):
             model_key, train_key = jax.random.split(jax.random.key(seed))
-            model = NeuralODEClassifier(
-                x_train.shape[1],
-                config.hidden,
-                10,
-                config.width,
-                config.depth,
-                rtol=config.rtol,
-                atol=config.atol,
-                key=model_key,
-            )
+            model = build_classifier(config, x_train.shape[1], model_key)
             model, history = fit(
                 model,
                 _loss,

@@ -42,8 +42,9 @@ class Heuristics(eqx.Module):
     - `num_steps`, `num_accepted_steps`, `num_rejected_steps`: diffrax's step counts.
     - `nfe`: vector-field evaluations made by the steps (each evaluation of all terms of an SDE counts once): the
         solver's evaluations per step times `num_steps`, plus those its first step adds (the first stage of a
-        first-same-as-last method). Not included: the two evaluations of diffrax's initial step selection when
-        `dt0` is `None`, and the first stage re-evaluated after a rejected first step.
+        first-same-as-last method). Not included: the first stage re-evaluated after a rejected first step. With
+        `dt0=None` diffrax 0.7 makes no evaluations to choose the first step: it starts with a step of 0.01 (its
+        initial-step heuristic sees the terms wrapped, not as an `ODETerm`, and falls back to that constant).
     """
 
     error: Float[Array, "*batch"]
