@@ -31,7 +31,7 @@ def test_regularized_node_smoke():
 
 
 def test_latent_ode_smoke():
-    config = latent_config.quick().replace(num_steps=3, max_windows=64, batch_size=32)
+    config = latent_config.quick().replace(num_steps=3, sde_num_steps=3, max_windows=64, batch_size=32)
     train, test, ts = latent_run.load(config)
     assert train.shape[1:] == test.shape[1:] == (48, 2) and ts.shape == (48,)
     assert abs(float(train.reshape(-1, 2).mean())) < 1.0

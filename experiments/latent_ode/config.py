@@ -16,9 +16,13 @@ class Config:
         window) test.
     - `max_windows`: at most this many training and this many test windows (the first ones).
     - `latent_size`, `hidden_size`, `width`, `depth`: the model's sizes.
-    - `rtol`, `atol`: the Tsit5 solve's PID tolerances.
-    - `batch_size`, `num_steps`, `learning_rate`, `kl_weight`: training (Adam, MSE plus `kl_weight` times the KL).
-    - `error_weight`, `stiffness_weight`: the regularisers' weights when a variant uses them.
+    - `rtol`, `atol`: the latent ODE's Tsit5 solve's PID tolerances.
+    - `sde_rtol`, `sde_atol`: the latent SDE's Heun solve's PID tolerances.
+    - `batch_size`, `num_steps`, `learning_rate`, `kl_weight`: training (Adam, MSE plus `kl_weight` times the KL of
+        `q(z0)` and, for the latent SDE, the path KL).
+    - `error_weight`, `stiffness_weight`: the regularisers' weights when a latent ODE variant uses them.
+    - `sde_error_weight`: the error regulariser's weight for the latent SDE.
+    - `sde_num_steps`: training steps of the latent SDE variants.
     """
 
     seed: int = 0
@@ -34,12 +38,16 @@ class Config:
     depth: int = 1
     rtol: float = 1e-5
     atol: float = 1e-5
+    sde_rtol: float = 1e-3
+    sde_atol: float = 1e-3
     batch_size: int = 64
     num_steps: int = 3000
     learning_rate: float = 3e-3
     kl_weight: float = 1e-3
     error_weight: float = 0.1
     stiffness_weight: float = 0.01
+    sde_error_weight: float = 0.1
+    sde_num_steps: int = 1000
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
@@ -47,4 +55,4 @@ class Config:
 
 def quick() -> Config:
     """Few windows, few steps: what the tests smoke-run."""
-    return Config(num_seeds=1, max_windows=128, hidden_size=16, width=32, num_steps=30, batch_size=32)
+    return Config(num_seeds=1, max_windows=128, hidden_size=16, width=32, num_steps=30, sde_num_steps=30, batch_size=32)

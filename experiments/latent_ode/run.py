@@ -1,6 +1,6 @@
-"""Fit a latent ODE to irregularly observed two-day windows of electricity demand and temperature (the encoder
-sees a random half of the first day's hours; the model reconstructs the first day and forecasts the second),
-unregularised and with the solver regularisers of P32, and compare errors, NFE and wall times."""
+"""Fit a latent ODE and a latent SDE to irregularly observed two-day windows of electricity demand and temperature
+(the encoder sees a random half of the first day's hours; the model reconstructs the first day and forecasts the
+second), unregularised and with the solver regularisers of P32, and compare errors, NFE and wall times."""
 
 import time
 
@@ -15,11 +15,12 @@ from experiments.record import results_dir, write_results
 from jaxinterp.data import electricity_demand
 from jaxinterp.dynamics.training import RegularisationWeights, fit
 from models.latent_ode import LatentODE
+from models.latent_sde import LatentSDE
 
 from .config import Config
 
 SLUG = "latent_ode"
-VARIANTS = ("unregularised", "error", "error+stiffness")
+VARIANTS = ("unregularised", "error", "error+stiffness", "SDE unregularised", "SDE error")
 PAPER = {
     "claim": "P32: regularising the error / stiffness estimates of a latent ODE (PhysioNet) cuts prediction and "
     "training time at a similar test error; P22: latent ODEs model irregularly sampled series",
@@ -60,21 +61,33 @@ def _batches(xs: np.ndarray, batch_size: int, seed: int):
         yield jnp.asarray(xs[rng.choice(len(xs), batch_size, replace=False)])
 
 
+def build(config: Config, variant: str, ts: np.ndarray, key) -> LatentODE | LatentSDE:
+    """The model a variant trains: a latent SDE for the `"SDE ..."` variants, else a latent ODE."""
+    sizes = (2, config.latent_size, config.hidden_size, config.width, config.depth)
+    t0, t1 = float(ts[0]), float(ts[-1])
+    if variant.startswith("SDE"):
+        return LatentSDE(*sizes, t0=t0, t1=t1, rtol=config.sde_rtol, atol=config.sde_atol, key=key)
+    return LatentODE(*sizes, t0=t0, t1=t1, rtol=config.rtol, atol=config.atol, key=key)
+
+
 def _make_loss(ts: jax.Array, config: Config):
-    def loss(model: LatentODE, xs, key):
+    """MSE plus `kl_weight` times the KL of `q(z0)` from `N(0, I)` and, for a latent SDE, the path KL."""
+
+    def loss(model: LatentODE | LatentSDE, xs, key):
         mask_key, sample_key = jax.random.split(key)
         mask = _observed(mask_key, config.observed_fraction, xs.shape[:2])
-        predictions, mean, logstd, heuristics = model.solve(ts, xs, mask, key=sample_key)
+        predictions, mean, logstd, *path_kl, heuristics = model.solve(ts, xs, mask, key=sample_key)
         kl = jnp.mean(jnp.sum(0.5 * (mean**2 + jnp.exp(2 * logstd) - 1) - logstd, axis=-1))
+        kl = kl + sum(jnp.mean(k) for k in path_kl)
         return jnp.mean((predictions - xs) ** 2) + config.kl_weight * kl, heuristics
 
     return loss
 
 
 @eqx.filter_jit
-def _predict(model: LatentODE, ts, xs, mask, key):
-    predictions, _, _, heuristics = model.solve(ts, xs, mask, key=key)
-    return predictions, heuristics.nfe
+def _predict(model: LatentODE | LatentSDE, ts, xs, mask, key):
+    outputs = model.solve(ts, xs, mask, key=key)
+    return outputs[0], outputs[-1].nfe
 
 
 def evaluate(model: LatentODE, ts: jax.Array, xs: np.ndarray, config: Config) -> dict[str, float]:
@@ -105,23 +118,25 @@ def evaluate(model: LatentODE, ts: jax.Array, xs: np.ndarray, config: Config) ->
 
 
 def _weights(config: Config, variant: str) -> RegularisationWeights:
+    error_weight = config.sde_error_weight if variant.startswith("SDE") else config.error_weight
     return RegularisationWeights(
-        error=config.error_weight if "error" in variant else 0.0,
+        error=error_weight if "error" in variant else 0.0,
         stiffness=config.stiffness_weight if "stiffness" in variant else 0.0,
     )
 
 
-def _figure(model: LatentODE, ts: jax.Array, xs: np.ndarray, config: Config, path) -> None:
+def _figure(models: dict[str, LatentODE | LatentSDE], ts: jax.Array, xs: np.ndarray, config: Config, path) -> None:
     key = jax.random.key(12345)
     x = xs[: config.batch_size]
     mask = _observed(key, config.observed_fraction, x.shape[:2])
-    prediction = np.asarray(_predict(model, ts, jnp.asarray(x), mask, key)[0])[0]
     observed = np.asarray(mask)[0]
     fig, axes = plt.subplots(2, 1, figsize=(6, 4), sharex=True)
     for channel, (ax, name) in enumerate(zip(axes, ("demand (standardised)", "temperature (standardised)"))):
         ax.plot(ts, x[0, :, channel], color="0.6", label="data")
         ax.scatter(ts[observed], x[0, observed, channel], s=12, color="k", label="observed")
-        ax.plot(ts, prediction[:, channel], color="C0", label="latent ODE")
+        for colour, (label, model) in zip(("C0", "C1"), models.items()):
+            prediction = np.asarray(_predict(model, ts, jnp.asarray(x), mask, key)[0])[0]
+            ax.plot(ts, prediction[:, channel], color=colour, label=label)
         ax.axvline(ts[len(ts) // 2], color="0.8", linestyle="--")
         ax.set_ylabel(name, fontsize=8)
     axes[0].legend(fontsize=7)
@@ -142,27 +157,17 @@ def main(config: Config) -> dict:
     loss = _make_loss(ts, config)
     optimiser = optax.adam(config.learning_rate)
     runs = []
+    figure_models = {}
     for variant in VARIANTS:
         for seed in range(config.seed, config.seed + config.num_seeds):
             model_key, train_key = jax.random.split(jax.random.key(seed))
-            model = LatentODE(
-                2,
-                config.latent_size,
-                config.hidden_size,
-                config.width,
-                config.depth,
-                t0=float(ts_np[0]),
-                t1=float(ts_np[-1]),
-                rtol=config.rtol,
-                atol=config.atol,
-                key=model_key,
-            )
+            model = build(config, variant, ts_np, model_key)
             model, history = fit(
                 model,
                 loss,
                 _batches(train, config.batch_size, seed),
                 optimiser,
-                num_steps=config.num_steps,
+                num_steps=config.sde_num_steps if variant.startswith("SDE") else config.num_steps,
                 weights=_weights(config, variant),
                 key=train_key,
                 description=f"{variant} seed {seed}",
@@ -172,8 +177,8 @@ def main(config: Config) -> dict:
             run["compile_s"] = history["first_step_s"]
             runs.append(run)
             print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in run.items()}, flush=True)
-            if variant == VARIANTS[0] and seed == config.seed:
-                _figure(model, ts, test, config, results_dir(SLUG) / "forecast.png")
+            if "unregularised" in variant and seed == config.seed:
+                figure_models["latent SDE (one sample)" if variant.startswith("SDE") else "latent ODE"] = model
 
     summary = {}
     for variant in VARIANTS:
@@ -182,20 +187,23 @@ def main(config: Config) -> dict:
             key: (float(np.mean([r[key] for r in rows])), float(np.std([r[key] for r in rows])))
             for key in ("interpolation_mse", "forecast_mse", "nfe", "predict_s", "train_s")
         }
-    base = summary[VARIANTS[0]]
-    table = [
-        {
-            "variant": v,
-            "interpolation MSE": f"{s['interpolation_mse'][0]:.3f} ± {s['interpolation_mse'][1]:.3f}",
-            "forecast MSE": f"{s['forecast_mse'][0]:.3f} ± {s['forecast_mse'][1]:.3f}",
-            "NFE (prediction)": f"{s['nfe'][0]:.1f} ± {s['nfe'][1]:.1f}",
-            "NFE ratio": s["nfe"][0] / base["nfe"][0],
-            "prediction s": s["predict_s"][0],
-            "training s": s["train_s"][0],
-            "training ratio": s["train_s"][0] / base["train_s"][0],
-        }
-        for v, s in summary.items()
-    ]
+    _figure(figure_models, ts, test, config, results_dir(SLUG) / "forecast.png")
+    table = []
+    for variant, stats in summary.items():
+        # Ratios are to the unregularised model of the same kind (latent ODE or latent SDE).
+        base = summary["SDE unregularised" if variant.startswith("SDE") else "unregularised"]
+        table.append(
+            {
+                "variant": variant,
+                "interpolation MSE": f"{stats['interpolation_mse'][0]:.3f} ± {stats['interpolation_mse'][1]:.3f}",
+                "forecast MSE": f"{stats['forecast_mse'][0]:.3f} ± {stats['forecast_mse'][1]:.3f}",
+                "NFE (prediction)": f"{stats['nfe'][0]:.1f} ± {stats['nfe'][1]:.1f}",
+                "NFE ratio": stats["nfe"][0] / base["nfe"][0],
+                "prediction s": stats["predict_s"][0],
+                "training s": stats["train_s"][0],
+                "training ratio": stats["train_s"][0] / base["train_s"][0],
+            }
+        )
     metrics = {"runs": runs, "summary": summary, "train_windows": len(train), "test_windows": len(test)}
     write_results(SLUG, config, metrics, started=started, table=table, paper=PAPER)
     return metrics
