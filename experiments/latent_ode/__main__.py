@@ -1,14 +1,7 @@
-import argparse
+from experiments.command_line import run_from_command_line
 
 from . import __doc__ as description
 from .config import Config, quick
-from .run import main
+from .run import SLUG, main
 
-parser = argparse.ArgumentParser(prog="python -m experiments.latent_ode", description=description)
-parser.add_argument("--quick", action="store_true", help="a few windows and steps: a smoke run")
-parser.add_argument("--seed", type=int, default=None, help="the first seed (default: the config's)")
-arguments = parser.parse_args()
-config = quick() if arguments.quick else Config()
-if arguments.seed is not None:
-    config = config.replace(seed=arguments.seed)
-main(config)
+run_from_command_line(SLUG, description, Config(), quick(), "a few windows and steps: a smoke run", main)
