@@ -5,6 +5,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from jaxinterp import compilation_cache
+
 
 def run_from_command_line(slug: str, description: str, full: Any, quick: Any, quick_help: str, main: Callable) -> None:
     """Parse `--quick` and `--seed` and call `main` with the chosen configuration.
@@ -21,6 +23,7 @@ def run_from_command_line(slug: str, description: str, full: Any, quick: Any, qu
     parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--seed", type=int, default=None, help="the first seed (default: the config's)")
     arguments = parser.parse_args()
+    compilation_cache.enable()
     config = quick if arguments.quick else full
     if arguments.seed is not None:
         config = dataclasses.replace(config, seed=arguments.seed)

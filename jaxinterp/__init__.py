@@ -1,22 +1,45 @@
-"""jaxinterp: interpretability methods as JAX function transformations."""
+"""jaxinterp: interpretability methods as JAX function transformations.
+
+The public API is what this module exports. `jaxinterp.interpreter` is semi-public: the jaxpr interpreter that
+`capture`, `intervene` and `cd` share, documented for those who write a new transformation, and allowed to change
+between minor versions.
+"""
 
 from . import assets as assets
+from . import compilation_cache as compilation_cache
 from . import data as data
+from . import dynamics as dynamics
+from . import generative_metrics as generative_metrics
+from . import interpreter as interpreter
+from .capture import Captured as Captured
 from .capture import capture as capture
+from .cdt import Decomposed as Decomposed
+from .cdt import Equation as Equation
 from .cdt import Input as Input
+from .cdt import Pair as Pair
 from .cdt import Rules as Rules
 from .cdt import Site as Site
+from .cdt import UnsupportedOperationError as UnsupportedOperationError
+from .cdt import cd as cd
+from .cdt import classification_score as classification_score
 from .cdt import head_mask as head_mask
+from .cdt import logit_difference as logit_difference
 from .cdt import position_mask as position_mask
-from .cdt import scores as cd_scores
-from .cdt.decomposition import cd as cd
+from .cdt import propagate as propagate
+from .cdt import register_cd_rule as register_cd_rule
+from .cdt import register_composite_rule as register_composite_rule
 from .composites import activation as activation
 from .composites import attention as attention
+from .composites import composite as composite
 from .composites import layer_norm as layer_norm
 from .composites import rms_norm as rms_norm
+from .intervene import Intervened as Intervened
 from .intervene import intervene as intervene
 from .sites import UnknownSiteError as UnknownSiteError
 from .sites import site_names as site_names
 from .sites import tag as tag
+from .training import LossFn as LossFn
+from .training import minibatches as minibatches
+from .training import train as train
 
 __version__ = "0.1.0"

@@ -5,6 +5,8 @@ jaxinterp is tested with the JAX range pinned in pyproject.toml. The interpreter
 higher-order primitives it recurses into.
 """
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.extend.core as jex_core
 from jax.interpreters import ad, batching, mlir
@@ -23,6 +25,11 @@ REMAT = frozenset({"remat2", "checkpoint", "remat"})
 SCAN = "scan"
 WHILE = "while"
 COND = "cond"
+
+
+# Primitives of equinox's internals that diffrax's solves emit; each routes its floating-point operands linearly
+# (buffer writes, selections by a predicate, identities that only affect differentiation or batching).
+EQUINOX_ROUTING = ("maybe_set", "select_if_vmap", "nondifferentiable_backward", "nontraceable", "nonbatchable")
 
 
 def as_closed(jaxpr) -> ClosedJaxpr:
@@ -48,6 +55,71 @@ def sub_jaxprs(eqn):
             elif isinstance(item, Jaxpr):
                 found.append(item)
     return found
+
+
+class ScanParts(NamedTuple):
+    """A `scan` equation taken apart: its body, its operands split by role, and the loop's settings."""
+
+    body: ClosedJaxpr
+    consts: list
+    carry: list
+    xs: list
+    length: int
+    reverse: bool
+    unroll: int | bool
+
+
+def scan_parts(eqn, invals) -> ScanParts:
+    """Split the operands of a `scan` equation into constants, initial carry and scanned-over values."""
+    params = eqn.params
+    n_consts, n_carry = params["num_consts"], params["num_carry"]
+    return ScanParts(
+        params["jaxpr"],
+        list(invals[:n_consts]),
+        list(invals[n_consts : n_consts + n_carry]),
+        list(invals[n_consts + n_carry :]),
+        params["length"],
+        params["reverse"],
+        params["unroll"],
+    )
+
+
+class WhileParts(NamedTuple):
+    """A `while` equation taken apart: predicate and body programs with their constants, and the initial carry."""
+
+    cond: ClosedJaxpr
+    cond_consts: list
+    body: ClosedJaxpr
+    body_consts: list
+    carry: list
+
+
+def while_parts(eqn, invals) -> WhileParts:
+    """Split the operands of a `while` equation into the predicate's constants, the body's constants and the carry."""
+    params = eqn.params
+    n_cond, n_body = params["cond_nconsts"], params["body_nconsts"]
+    return WhileParts(
+        params["cond_jaxpr"],
+        list(invals[:n_cond]),
+        params["body_jaxpr"],
+        list(invals[n_cond : n_cond + n_body]),
+        list(invals[n_cond + n_body :]),
+    )
+
+
+def cond_parts(eqn, invals) -> tuple[list, Any, list]:
+    """A `cond` equation taken apart. **Returns:** `(branches, index, operands)`."""
+    return list(eqn.params["branches"]), invals[0], list(invals[1:])
+
+
+def is_concrete(x) -> bool:
+    """Whether `x` is an array with a known value (not a tracer of `jit`, `vmap` or `grad`)."""
+    return isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
+
+
+def tag_name(eqn) -> str:
+    """The site name of a tag equation."""
+    return eqn.params["name"]
 
 
 def define_identity_primitive(name: str) -> Primitive:

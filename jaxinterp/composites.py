@@ -2,11 +2,13 @@
 
 A model calls these instead of writing the maths inline. Executed, compiled, differentiated or batched they are
 exactly that maths; in a traced program they stay one equation (`composite_p`, with `kind` and static `options`)
-so that contextual decomposition can apply a whole-op rule to them (REFERENCE.md P1), which a
-primitive-by-primitive walk could not express. Everything else in a model is decomposed primitive by primitive.
+so that contextual decomposition can apply a whole-op rule to them (`docs/cd.md`), which a primitive-by-primitive
+walk could not express. Everything else in a model is decomposed primitive by primitive. `composite` marks any
+other operation; `jaxinterp.register_composite_rule` gives it a rule.
 """
 
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -31,9 +33,33 @@ def _mark(kind: str, fn, *args, **options):
     return composite_p.bind(*args, jaxpr=closed, kind=kind, options=tuple(sorted(options.items())))
 
 
-def options_of(eqn) -> dict:
-    """The static options a composite equation was marked with (e.g. `eps` of a layer norm)."""
-    return dict(eqn.params["options"])
+def composite(kind: str, fn: Callable, *args: jax.Array, **options):
+    """Evaluate `fn(*args)` as one marked operation of kind `kind`.
+
+    Executed, compiled, differentiated or batched, this is `fn(*args)`; in a traced program it is one equation that
+    contextual decomposition hands to the rule registered for `kind` (`jaxinterp.register_composite_rule`), or
+    decomposes primitive by primitive if there is none.
+
+    **Arguments:**
+
+    - `kind`: the composite's name, e.g. `"my_norm"`.
+    - `fn`: a function of the arrays `args` returning an array or a tuple of arrays.
+    - `*args`: arrays.
+    - `**options`: static, hashable settings the rule reads as `eqn.options` (an `eps`, say).
+
+    **Returns:** `fn(*args)`.
+    """
+    if not isinstance(kind, str) or not kind:
+        raise TypeError(f"a composite kind is a non-empty string, got {kind!r}")
+    single = {}
+
+    def flat_fn(*a):
+        out = fn(*a)
+        single["yes"] = not isinstance(out, (tuple, list))
+        return [out] if single["yes"] else list(out)
+
+    outs = _mark(kind, flat_fn, *args, **options)
+    return outs[0] if single["yes"] else tuple(outs)
 
 
 def activation(x: jax.Array, kind: str) -> jax.Array:

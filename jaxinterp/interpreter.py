@@ -1,5 +1,9 @@
 """The one jaxpr interpreter that `capture`, `intervene` and `cd` share.
 
+Semi-public: subclass `Interpreter` to write a new transformation over tagged sites; the hooks below are documented
+and tested, but may change between minor versions (the version-sensitive access to JAX internals lives in
+`jaxinterp._compat`).
+
 A transformation traces the function to a jaxpr once and evaluates it here, equation by equation, on values of its
 own domain: plain arrays for `capture`/`intervene`, (relevant, irrelevant) pairs for `cd`. Subclasses decide what
 happens at a named site (`on_tag`) and how an ordinary primitive is evaluated (`apply`); this class recurses into
@@ -61,6 +65,9 @@ class Interpreter:
     - `apply(eqn, invals)`: evaluate an ordinary equation; returns the list of outputs. Default: bind it.
     - `enters(eqn, invals)`: whether to recurse into a higher-order equation rather than `apply` it whole.
     - `literal(value)`: lift a literal constant into the domain.
+    - `keeps_custom_rule(eqn)`: whether an entered `custom_jvp`/`custom_vjp` function keeps its own derivative rule
+      (its outputs take the values of the evaluated body and the derivatives of the rule). Default: yes; a
+      transformation that rewrites a site inside such a function says no, since the rule no longer describes it.
     - `loop_values(values)`: normalise values that cross a loop or branch boundary, so that the carry keeps one
       pytree structure across iterations.
     - `concrete(value)`: the plain array a domain value stands for (used for loop predicates and branch indices).
@@ -81,6 +88,9 @@ class Interpreter:
 
     def literal(self, value):
         return value
+
+    def keeps_custom_rule(self, eqn) -> bool:
+        return True
 
     def loop_values(self, values: list) -> list:
         return values
@@ -119,7 +129,7 @@ class Interpreter:
     def eval_eqn(self, eqn, invals) -> list:
         prim = eqn.primitive
         if prim is tag_p:
-            return [self.on_tag(invals[0], eqn.params["name"])]
+            return [self.on_tag(invals[0], _compat.tag_name(eqn))]
         name = prim.name
         call_like = (
             name in _compat.JIT
@@ -130,7 +140,10 @@ class Interpreter:
         )
         if (call_like or name in (_compat.SCAN, _compat.WHILE, _compat.COND)) and self.enters(eqn, invals):
             if call_like:
-                return self.eval_jaxpr(_compat.call_body(eqn), *invals)
+                outs = self.eval_jaxpr(_compat.call_body(eqn), *invals)
+                if (name == _compat.CUSTOM_JVP or name in _compat.CUSTOM_VJP) and self.keeps_custom_rule(eqn):
+                    return self._keep_custom_derivative(eqn, invals, outs)
+                return outs
             if name == _compat.SCAN:
                 return self._scan(eqn, invals)
             if name == _compat.WHILE:
@@ -138,40 +151,45 @@ class Interpreter:
             return self._cond(eqn, invals)
         return self.apply(eqn, invals)
 
+    def _keep_custom_derivative(self, eqn, invals, outs) -> list:
+        """Outputs of an entered `custom_jvp`/`custom_vjp` function whose values are those of the evaluated body
+        (`outs`, sites read or rewritten) and whose derivatives are those of the function's own rule: `orig +
+        stop_gradient(outs - orig)`. Only for plain-array domains; other domains keep `outs`."""
+        if not all(eqx.is_array(v) for v in [*invals, *outs]):
+            return outs
+        originals = _compat.bind_equation(eqn, invals)
+        return [
+            o + lax.stop_gradient(v - o) if jnp.issubdtype(v.dtype, jnp.inexact) else v for o, v in zip(originals, outs)
+        ]
+
     def _scan(self, eqn, invals) -> list:
-        params = eqn.params
-        body = params["jaxpr"]
-        n_consts, n_carry = params["num_consts"], params["num_carry"]
-        consts = invals[:n_consts]
-        carry = self.loop_values(invals[n_consts : n_consts + n_carry])
-        xs = invals[n_consts + n_carry :]
+        loop = _compat.scan_parts(eqn, invals)
+        n_carry = len(loop.carry)
 
         def step(carry, x):
             sub = self.child()
-            outs = sub.eval_jaxpr(body, *consts, *carry, *x)
+            outs = sub.eval_jaxpr(loop.body, *loop.consts, *carry, *x)
             return self.loop_values(outs[:n_carry]), (outs[n_carry:], sub.records)
 
         carry, (ys, records) = lax.scan(
-            step, carry, xs, length=params["length"], reverse=params["reverse"], unroll=params["unroll"]
+            step, self.loop_values(loop.carry), loop.xs, length=loop.length, reverse=loop.reverse, unroll=loop.unroll
         )
         self.records.update(records)
         return [*carry, *ys]
 
     def _while(self, eqn, invals) -> list:
-        params = eqn.params
-        n_cond, n_body = params["cond_nconsts"], params["body_nconsts"]
-        cond_consts, body_consts = invals[:n_cond], invals[n_cond : n_cond + n_body]
-        carry = self.loop_values(invals[n_cond + n_body :])
+        loop = _compat.while_parts(eqn, invals)
 
         def body_step(carry):
             sub = self.child()
-            outs = sub.eval_jaxpr(params["body_jaxpr"], *body_consts, *carry)
+            outs = sub.eval_jaxpr(loop.body, *loop.body_consts, *carry)
             return self.loop_values(outs), sub.records
 
         def cond_fn(state):
-            (pred,) = self.child().eval_jaxpr(params["cond_jaxpr"], *cond_consts, *state[0])
+            (pred,) = self.child().eval_jaxpr(loop.cond, *loop.cond_consts, *state[0])
             return self.concrete(pred)
 
+        carry = self.loop_values(loop.carry)
         record_shapes = jax.eval_shape(lambda c: body_step(c)[1], carry)
         records = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), record_shapes)
         carry, records = lax.while_loop(cond_fn, lambda state: body_step(state[0]), (carry, records))
@@ -179,7 +197,8 @@ class Interpreter:
         return list(carry)
 
     def _cond(self, eqn, invals) -> list:
-        index, operands = self.concrete(invals[0]), self.loop_values(invals[1:])
+        branches, index, operands = _compat.cond_parts(eqn, invals)
+        index, operands = self.concrete(index), self.loop_values(operands)
 
         def branch_fn(branch):
             def run(ops):
@@ -188,7 +207,7 @@ class Interpreter:
 
             return run
 
-        branches = [branch_fn(b) for b in eqn.params["branches"]]
+        branches = [branch_fn(b) for b in branches]
         structures = {jax.tree_util.tree_structure(jax.eval_shape(b, operands)[1]) for b in branches}
         if len(structures) > 1:
             raise ValueError(

@@ -5,6 +5,7 @@ from collections.abc import Callable, Mapping
 
 import equinox as eqx
 
+from . import _compat
 from .interpreter import Interpreter, trace
 from .sites import resolve_patterns, site_names_in
 
@@ -22,6 +23,10 @@ class _Rewriter(Interpreter):
     def __init__(self, edits: Mapping[str, Callable]):
         super().__init__()
         self.edits = edits
+
+    def keeps_custom_rule(self, eqn):
+        inside = site_names_in(_compat.call_body(eqn))
+        return not any(name in self.edits for name in inside)
 
     def on_tag(self, value, name):
         fn = self.edits.get(name)
@@ -62,7 +67,8 @@ def intervene(f: Callable, edits: Mapping[str, Callable]) -> Intervened:
       `fn(x, name)` when `fn` takes two positional arguments. Where several patterns match one site, the first
       listed wins. The replacement must keep the site's shape.
 
-    **Returns:** a function with `f`'s signature. Activation patching is `intervene` with values cached from a
+    **Returns:** a function with `f`'s signature. A `custom_jvp`/`custom_vjp` function keeps its own derivative rule
+    unless a site inside it is rewritten; then the rewritten body is differentiated. Activation patching is `intervene` with values cached from a
     corrupted run: `intervene(model, {"blocks.3.attn.z": lambda z: z.at[:, 5].set(cache["blocks.3.attn.z"][:, 5])})`.
     """
     return Intervened(f, tuple(edits.items()))

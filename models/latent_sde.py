@@ -1,6 +1,17 @@
 """Latent SDE (Li et al. 2020, "Scalable gradients for stochastic differential equations"; P22, Kidger 2022): a
-recurrent encoder of irregular observations, a posterior and a prior SDE in latent space, and their path KL."""
+recurrent encoder of irregular observations, a posterior and a prior SDE in latent space, and their path KL.
 
+`LatentSDE` is written for one series: `solve` and `__call__` take `xs` `[times, data]` and `mask` `[times]`, and
+`sample_prior` generates one series (batch with `jax.vmap`, splitting the key per series). `solve_batch` takes a
+batch and solves the posterior SDE of the whole batch as ONE joint state `[batch, latent + 1]` driven by one Brownian
+path (one sequence of steps, the controller's RMS norm over the batch).
+
+Sites (see [`models.neural_ode.MLPVectorField`][]): `posterior_drift.layers.{i}.pre`, `posterior_drift.layers.{i}.post`,
+`posterior_drift.out`, the same under `prior_drift.` and `diffusion.` (the `latent_size` one-dimensional diffusion
+fields evaluated together, so with a leading axis of size `latent_size`), `z0` (the sampled initial latent state) and
+`sde.ys` (the sampled path of `[z, kl]` on the grid, or of `z` in `sample_prior`). Inside the solve's while loop
+`capture` keeps the last evaluation. Under `solve_batch` they hold the batch's values.
+"""
 
 import diffrax
 import equinox as eqx
@@ -9,9 +20,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from jaxinterp.dynamics.regularisers import Heuristics
+from jaxinterp.sites import tag
 
-from .latent_ode import encode_backwards
-from .neural_ode import Batching, MLPVectorField
+from .latent_ode import check_series, encode_backwards
+from .neural_ode import MLPVectorField
 from .neural_sde import DiagonalSDESolve
 
 
@@ -33,6 +45,8 @@ class LatentSDE(eqx.Module):
     so that `kl(t1)` is a one-sample estimate of the KL divergence of the posterior path measure from the prior's
     (Girsanov). Girsanov's integrand takes the Itô drifts; their Itô-Stratonovich corrections `0.5 g_i dg_i/dz_i` are
     equal because the diffusion is shared, so `h - f` is the same in either sense.
+
+    `__call__`, `solve` and `sample_prior` are for one series; `solve_batch` solves a batch as one joint state.
     """
 
     encoder: eqx.nn.GRUCell
@@ -45,7 +59,6 @@ class LatentSDE(eqx.Module):
     sde_solve: DiagonalSDESolve
     noise_scale: float = eqx.field(static=True)
     min_noise: float = eqx.field(static=True)
-    batching: Batching = eqx.field(static=True)
 
     def __init__(
         self,
@@ -65,7 +78,6 @@ class LatentSDE(eqx.Module):
         dt0: float = 0.05,
         brownian_tol: float = 1e-3,
         max_steps: int = 4096,
-        batching: Batching = "state",
         key: PRNGKeyArray,
     ):
         """**Arguments:**
@@ -77,18 +89,16 @@ class LatentSDE(eqx.Module):
         - `t0`, `t1`: the first and last time of the grid.
         - `noise_scale`, `min_noise`: the diffusion is `min_noise + noise_scale * sigmoid(MLP)`.
         - `solver`, `rtol`, `atol`, `dt0`, `brownian_tol`, `max_steps`: as [`models.neural_sde.NeuralSDE`][].
-        - `batching`: `"state"` (the batch is one state, with one Brownian path `[batch, ...]`) or `"vmap"` (one
-            encoding, `z0` and solve per example, with the key split per example).
         - `key`: a PRNG key for the initial weights.
         """
-        if batching not in ("state", "vmap"):
-            raise ValueError(f"batching must be 'state' or 'vmap', got {batching!r}")
         k1, k2, k3, k4, k5, k6 = jax.random.split(key, 6)
         self.encoder = eqx.nn.GRUCell(data_size + 2, hidden_size, key=k1)
         self.to_latent = eqx.nn.Linear(hidden_size, 2 * latent_size, key=k2)
-        self.posterior_drift = MLPVectorField(latent_size + hidden_size, width, depth, out_shape=(latent_size,), key=k3)
-        self.prior_drift = MLPVectorField(latent_size, width, depth, key=k4)
-        self.diffusion = eqx.filter_vmap(lambda k: MLPVectorField(1, width, depth, key=k))(
+        self.posterior_drift = MLPVectorField(
+            latent_size + hidden_size, width, depth, out_shape=(latent_size,), name="posterior_drift", key=k3
+        )
+        self.prior_drift = MLPVectorField(latent_size, width, depth, name="prior_drift", key=k4)
+        self.diffusion = eqx.filter_vmap(lambda k: MLPVectorField(1, width, depth, name="diffusion", key=k))(
             jax.random.split(k5, latent_size)
         )
         self.decoder = eqx.nn.MLP(latent_size, data_size, width, depth, activation=jnp.tanh, key=k6)
@@ -96,7 +106,6 @@ class LatentSDE(eqx.Module):
         controller = diffrax.PIDController(rtol=rtol, atol=atol)
         self.sde_solve = DiagonalSDESolve(solver, controller, t0, t1, dt0, brownian_tol, max_steps)
         self.noise_scale, self.min_noise = noise_scale, min_noise
-        self.batching = batching
 
     def encode(
         self,
@@ -135,77 +144,101 @@ class LatentSDE(eqx.Module):
         """The posterior diffusion of `[z, kl]`: `[g(t, z), 0]`."""
         return jnp.append(self.diffusion_scale(t, y[:-1]), 0.0)
 
-    def decode(self, zs: Float[Array, "*batch times latent"]) -> Float[Array, "*batch times data"]:
-        """The decoder applied at every time (and example)."""
-        return jax.vmap(jax.vmap(self.decoder))(zs) if zs.ndim == 3 else jax.vmap(self.decoder)(zs)
+    def decode(self, zs: Float[Array, "times latent"]) -> Float[Array, "times data"]:
+        """The decoder applied at every time of one series."""
+        return jax.vmap(self.decoder)(zs)
 
     @eqx.filter_jit
     def solve(
         self,
         ts: Float[Array, " times"],
-        xs: Float[Array, "*batch times data"],
-        mask: Bool[Array, "*batch times"],
+        xs: Float[Array, "times data"],
+        mask: Bool[Array, " times"],
         *,
         key: PRNGKeyArray,
     ) -> tuple[
-        Float[Array, "*batch times data"],
-        Float[Array, "*batch latent"],
-        Float[Array, "*batch latent"],
-        Float[Array, "*batch"],
-        Heuristics,
+        Float[Array, "times data"], Float[Array, " latent"], Float[Array, " latent"], Float[Array, ""], Heuristics
     ]:
-        """Encode the observed points, sample `z0` and a posterior path over `ts`, and decode.
+        """Encode the observed points of one series, sample `z0` and a posterior path over `ts`, and decode.
 
         **Arguments:**
 
         - `ts`: the time grid, increasing, `ts[0] = t0` and `ts[-1] = t1`.
-        - `xs`: values on the grid (anything where `mask` is false is ignored).
-        - `mask`: which grid points are observed.
+        - `xs`: values on the grid, `[times, data]` (anything where `mask` is false is ignored).
+        - `mask`: which grid points are observed, `[times]`.
         - `key`: a PRNG key for sampling `z0` and the Brownian motion.
 
-        **Returns:** `(predictions, mean, logstd, path_kl, heuristics)`: `mean` and `logstd` those of `q(z0)`,
-        `path_kl` the sampled KL divergence of the posterior path from the prior over `[t0, ts[-1]]` (per example),
-        and the heuristics of the posterior solve (scalars, or `[batch]` with `batching="vmap"`).
+        **Returns:** `(predictions, mean, logstd, path_kl, heuristics)`: the reconstruction `[times, data]`, `mean`
+        and `logstd` those of `q(z0)`, `path_kl` the sampled KL divergence of the posterior path from the prior over
+        `[t0, ts[-1]]` (a scalar), and the scalar heuristics of the posterior solve.
         """
-        batched = xs.ndim == 3
-        if batched and self.batching == "vmap":
-            keys = jax.random.split(key, xs.shape[0])
-            return jax.vmap(lambda x, m, k: self.solve(ts, x, m, key=k))(xs, mask, keys)
-        encode = jax.vmap(self.encode, in_axes=(None, 0, 0)) if batched else self.encode
-        mean, logstd, context = encode(ts, xs, mask)
+        check_series("LatentSDE.solve", ts, xs, mask, self.decoder.out_size, batched=False)
+        mean, logstd, context = self.encode(ts, xs, mask)
         z_key, path_key = jax.random.split(key)
-        z0 = mean + jnp.exp(logstd) * jax.random.normal(z_key, mean.shape, mean.dtype)
-        y0 = jnp.concatenate([z0, jnp.zeros_like(z0[..., :1])], axis=-1)
+        z0 = tag(mean + jnp.exp(logstd) * jax.random.normal(z_key, mean.shape, mean.dtype), "z0")
+        y0 = jnp.concatenate([z0, jnp.zeros_like(z0[:1])])
         ys, heuristics = self.sde_solve(self.augmented_drift, self.augmented_diffusion, y0, ts, context, key=path_key)
-        return self.decode(ys[..., :-1]), mean, logstd, ys[..., -1, -1], heuristics
+        ys = tag(ys, "sde.ys")
+        return self.decode(ys[:, :-1]), mean, logstd, ys[-1, -1], heuristics
 
     @eqx.filter_jit
-    def sample_prior(
+    def solve_batch(
         self,
         ts: Float[Array, " times"],
+        xs: Float[Array, "batch times data"],
+        mask: Bool[Array, "batch times"],
         *,
         key: PRNGKeyArray,
-        num_samples: int | None = None,
-    ) -> Float[Array, "*samples times data"]:
-        """Generate series: `z0 ~ N(0, I)`, a path of the prior SDE over `ts`, decoded.
+    ) -> tuple[
+        Float[Array, "batch times data"],
+        Float[Array, "batch latent"],
+        Float[Array, "batch latent"],
+        Float[Array, " batch"],
+        Heuristics,
+    ]:
+        """As `solve` for a batch of series on the shared grid `ts`, with the posterior SDE of the whole batch solved
+        as ONE joint state `[batch, latent + 1]` driven by one Brownian path of that shape (see
+        [`models.neural_sde.DiagonalSDESolve.solve_batch`][]); `z0` is drawn for the batch at once. For one solve
+        per series use `jax.vmap(lambda x, m, k: model.solve(ts, x, m, key=k))(xs, mask, keys)`.
+
+        **Returns:** `(predictions, mean, logstd, path_kl, heuristics)`, each with a leading batch axis but the
+        heuristics of the joint solve, which are scalars.
+        """
+        check_series("LatentSDE.solve_batch", ts, xs, mask, self.decoder.out_size, batched=True)
+        mean, logstd, context = jax.vmap(self.encode, in_axes=(None, 0, 0))(ts, xs, mask)
+        z_key, path_key = jax.random.split(key)
+        z0 = tag(mean + jnp.exp(logstd) * jax.random.normal(z_key, mean.shape, mean.dtype), "z0")
+        y0 = jnp.concatenate([z0, jnp.zeros_like(z0[:, :1])], axis=-1)
+        ys, heuristics = self.sde_solve.solve_batch(
+            self.augmented_drift, self.augmented_diffusion, y0, ts, context, key=path_key
+        )
+        ys = tag(ys, "sde.ys")
+        return jax.vmap(self.decode)(ys[..., :-1]), mean, logstd, ys[:, -1, -1], heuristics
+
+    @eqx.filter_jit
+    def sample_prior(self, ts: Float[Array, " times"], *, key: PRNGKeyArray) -> Float[Array, "times data"]:
+        """Generate one series: `z0 ~ N(0, I)`, a path of the prior SDE over `ts`, decoded. For several, map over
+        keys: `jax.vmap(lambda k: model.sample_prior(ts, key=k))(jax.random.split(key, n))`.
 
         **Arguments:**
 
         - `ts`: save times in `[t0, t1]`.
         - `key`: a PRNG key for `z0` and the Brownian motion.
-        - `num_samples`: how many series (`None`: one, without a batch axis).
 
-        **Returns:** `[times, data]` or `[num_samples, times, data]`.
+        **Returns:** `[times, data]`.
         """
-        if num_samples is not None and self.batching == "vmap":
-            return jax.vmap(lambda k: self.sample_prior(ts, key=k))(jax.random.split(key, num_samples))
         z_key, path_key = jax.random.split(key)
-        latent_size = self.prior_drift.out_shape[0]
-        shape = (latent_size,) if num_samples is None else (num_samples, latent_size)
-        z0 = jax.random.normal(z_key, shape, ts.dtype)
+        z0 = tag(jax.random.normal(z_key, (self.prior_drift.size,), ts.dtype), "z0")
         zs, _ = self.sde_solve(self.prior_drift, self.diffusion_scale, z0, ts, key=path_key)
-        return self.decode(zs)
+        return self.decode(tag(zs, "sde.ys"))
 
-    def __call__(self, ts, xs, mask, *, key: PRNGKeyArray) -> Float[Array, "*batch times data"]:
-        """The reconstruction of the series on `ts` from the observed points (one posterior sample)."""
+    def __call__(
+        self,
+        ts: Float[Array, " times"],
+        xs: Float[Array, "times data"],
+        mask: Bool[Array, " times"],
+        *,
+        key: PRNGKeyArray,
+    ) -> Float[Array, "times data"]:
+        """The reconstruction of one series on `ts` from its observed points (one posterior sample)."""
         return self.solve(ts, xs, mask, key=key)[0]

@@ -3,11 +3,19 @@ import pathlib
 
 import jax
 import pytest
+from jaxtyping import install_import_hook
+
+# run-time checking of the library's jaxtyping annotations (shapes and dtypes) with beartype, in every test
+with install_import_hook("jaxinterp", "beartype.beartype"):
+    import jaxinterp  # noqa: F401
 
 os.environ.setdefault("JAXINTERP_OFFLINE", "1")
+# the data sets kept as plain files (SST-2, AG News) are in the shared data folder beside the checkout
+os.environ.setdefault("JAXINTERP_DATA", str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"))
 
-jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(__file__).parent.parent / ".cache" / "jax"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+from jaxinterp import compilation_cache  # noqa: E402
+
+compilation_cache.enable()
 
 
 @pytest.fixture
@@ -20,3 +28,42 @@ def getkey():
 @pytest.fixture(autouse=True)
 def _results_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("JAXINTERP_RESULTS", str(tmp_path / "results"))
+
+
+@pytest.fixture
+def offline_cache(monkeypatch, tmp_path):
+    """No downloads, and an empty download cache in the test's temporary folder."""
+    monkeypatch.setenv("JAXINTERP_OFFLINE", "1")
+    monkeypatch.setenv("JAXINTERP_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def float64():
+    """Switch on float64 for one test and return a function casting a pytree (a model) to it.
+
+    CD-T's magnitude-proportional bias split is ill-conditioned where both parts are tiny, so two float32
+    computations of the same decomposition that round differently (batched vs single matmuls, two separately
+    written implementations) drift apart layer by layer; in float64 they agree to ~1e-11.
+    """
+    from tests.helpers import to_float64
+
+    jax.config.update("jax_enable_x64", True)
+    yield to_float64
+    jax.config.update("jax_enable_x64", False)
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The real all-MiniLM-L6-v2 encoder and its tokenizer, loaded once per test session."""
+    import models
+
+    return models.load("minilm-l6")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real SmolLM2-135M-Instruct model and its tokenizer, loaded once per test session."""
+    import models
+
+    return models.load("smollm2-135m")

@@ -7,7 +7,7 @@ compile times reported separately):
 1. **Decomposition / forward.** A batch of SST-2 dev sentences, padded or truncated to a fixed length with the
    attention mask; the plain forward is `eqx.filter_jit(jax.vmap(model))`, the decomposition the same with
    `jaxinterp.cd(model, Site("embed", mask))` and a per-sentence source mask over token positions (default rules;
-   optionally also the official BERT rules, `Rules(normalize_signs=True, bias_split="official")`).
+   optionally also the official BERT rules, `Rules(normalise_signs=True, bias_split="official")`).
 2. **Head sweep.** All 72 MiniLM heads as sources, one at a time (one `Site` per layer on `blocks.L.attn.z`, a
    one-hot head mask over all 72) on one sentence: 72 sequential calls of one compiled single-mask function, one
    `jax.vmap` over the 72 masks, `jax.lax.map` over them in batches, and one `jax.vmap` over the 12 heads of each
@@ -48,7 +48,7 @@ from jaxinterp.data import sst2
 
 NAME = "cd_minilm"
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-OFFICIAL_RULES = ji.Rules(normalize_signs=True, bias_split="official")
+OFFICIAL_RULES = ji.Rules(normalise_signs=True, bias_split="official")
 
 
 @dataclasses.dataclass(frozen=True)

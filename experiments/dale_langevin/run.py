@@ -3,7 +3,9 @@ diffusion on the same score network, with FID/KID in a trained classifier's feat
 positivity and a nearest-neighbour memorisation check."""
 
 import dataclasses
+import functools
 import hashlib
+import pathlib
 import time
 from collections.abc import Callable
 
@@ -21,14 +23,16 @@ from jaxinterp import data as datasets
 from jaxinterp.dynamics import additive_diffusion as additive
 from jaxinterp.dynamics import gbm
 from jaxinterp.generative_metrics import frechet_distance, kernel_distance, nearest_neighbour_distances
+from jaxinterp.training import LossFn, minibatches, train
 from models.cnn import CNN
 from models.score_net import ScoreUNet
 
 from .config import DaleLangevinConfig
-from .train import train
 
 SLUG = "dale_langevin"
 SHARK_DRIFT_EVALUATIONS_PER_STEP = 2
+CHECKPOINT_VERSION = 2
+FINAL_LOSS_STEPS = 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,8 +159,61 @@ def samplers(config: DaleLangevinConfig) -> dict[str, tuple[str, Callable]]:
     }
 
 
+@functools.cache
+def optimiser(learning_rate: float, warmup_steps: int) -> optax.GradientTransformation:
+    """Adam with global-norm clipping at 1 and a linear warm-up from 0 over `warmup_steps`, then a constant rate
+    (one object per setting, so networks trained with the same loss share the compiled step)."""
+    schedule = optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1))
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
+
+
+def train_network(
+    model: eqx.Module,
+    loss_fn: LossFn,
+    data,
+    config: DaleLangevinConfig,
+    *,
+    steps: int,
+    key,
+    checkpoint: pathlib.Path | None,
+    description: str,
+) -> tuple[eqx.Module, dict]:
+    """Train one network with `jaxinterp.training.train`: minibatches of `config.batch_size` drawn with
+    replacement from `data`, `optimiser(config.learning_rate, config.warmup_steps)`, the weight average with
+    `config.ema_decay` (what is returned) and checkpoints every `config.checkpoint_every` steps.
+
+    **Returns:** the weight-averaged model and a summary of its training for results.json: the step count, the
+    first loss, `final_loss` (the mean over the last `FINAL_LOSS_STEPS` steps), the per-step losses and the times.
+    """
+    batch_key, loss_key = jr.split(key)
+    model, history = train(
+        model,
+        loss_fn,
+        minibatches(data, config.batch_size, key=batch_key),
+        optimiser(config.learning_rate, config.warmup_steps),
+        steps=steps,
+        key=loss_key,
+        ema_decay=config.ema_decay,
+        checkpoint=checkpoint,
+        checkpoint_every=config.checkpoint_every,
+        description=description,
+    )
+    losses = history["loss"]
+    summary = {
+        "steps": len(losses),
+        "initial_loss": float(losses[0]) if len(losses) else None,
+        "final_loss": float(np.mean(losses[-FINAL_LOSS_STEPS:])) if len(losses) else None,
+        "loss": [float(v) for v in losses],
+        "resumed_from_step": int(history["start_step"]),
+        "wall_time_s": float(history["wall_time_s"]),
+        "first_step_s": float(history["first_step_s"]),
+    }
+    return model, summary
+
+
 def train_classifier(config, train_x, train_y, test_x, test_y, *, key, checkpoint):
-    """The feature network for FID/KID: `models.cnn.CNN` trained with cross-entropy; returns it and test accuracy."""
+    """The feature network for FID/KID: `models.cnn.CNN` trained with cross-entropy; returns it, its test accuracy
+    and the summary of its training."""
     init_key, train_key = jr.split(key)
     model = CNN(1, train_x.shape[-1], config.classifier_channels, 10, key=init_key)
 
@@ -165,23 +222,19 @@ def train_classifier(config, train_x, train_y, test_x, test_y, *, key, checkpoin
         logits = jax.vmap(model)(images)
         return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
-    model, _ = train(
+    model, summary = train_network(
         model,
         loss_fn,
         (train_x, train_y),
-        key=train_key,
+        config,
         steps=config.classifier_steps,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_steps,
-        ema_decay=config.ema_decay,
+        key=train_key,
         checkpoint=checkpoint,
-        checkpoint_every=config.checkpoint_every,
         description="classifier",
     )
     logits = eqx.filter_jit(lambda m, x: jax.vmap(m)(x))(model, jnp.asarray(test_x))
     predictions = np.asarray(jnp.argmax(logits, axis=-1))
-    return model, float(np.mean(predictions == test_y))
+    return model, float(np.mean(predictions == test_y)), summary
 
 
 def _timed(fn, *args):
@@ -257,8 +310,11 @@ TRAINING_FIELDS = (
 
 def checkpoint_tag(config: DaleLangevinConfig) -> str:
     """A hash of the settings that shape training other than the step counts: a run resumes only checkpoints that
-    it can continue (more steps, or new sampling settings, reuse them)."""
-    settings = tuple((name, getattr(config, name)) for name in TRAINING_FIELDS)
+    it can continue (more steps, or new sampling settings, reuse them). `CHECKPOINT_VERSION` counts changes of
+    the training code that make older checkpoints unusable."""
+    settings = (("checkpoint_version", CHECKPOINT_VERSION),) + tuple(
+        (name, getattr(config, name)) for name in TRAINING_FIELDS
+    )
     return hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
 
 
@@ -272,7 +328,7 @@ def run_dataset(name: str, config: DaleLangevinConfig, key) -> tuple[dict, list[
     eval_x = test_x[np.random.default_rng(config.seed).permutation(len(test_x))[: config.eval_size]]
     classifier_key, net_key, sample_key = jr.split(key, 3)
 
-    classifier, accuracy = train_classifier(
+    classifier, accuracy, classifier_training = train_classifier(
         config, train_x, train_y, test_x, test_y, key=classifier_key, checkpoint=checkpoints / f"{name}_classifier.eqx"
     )
     raw_features = eqx.filter_jit(lambda model, images: jax.vmap(model.features)(images))
@@ -287,22 +343,18 @@ def run_dataset(name: str, config: DaleLangevinConfig, key) -> tuple[dict, list[
     test_nn_median = float(np.median(test_nn))
 
     procs = diffusions(config, train_x)
-    nets, losses = {}, {}
+    nets, training = {}, {"classifier": classifier_training}
     for i, (proc_name, diffusion) in enumerate(procs.items()):
         init_key, train_key = jr.split(jr.fold_in(net_key, i))
         net = ScoreUNet(1, config.widths, config.embed_dim, key=init_key)
-        nets[proc_name], losses[proc_name] = train(
+        nets[proc_name], training[proc_name] = train_network(
             net,
             diffusion.loss,
             diffusion.encode(train_x),
-            key=train_key,
+            config,
             steps=config.train_steps,
-            batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            warmup_steps=config.warmup_steps,
-            ema_decay=config.ema_decay,
+            key=train_key,
             checkpoint=checkpoints / f"{name}_{proc_name}.eqx",
-            checkpoint_every=config.checkpoint_every,
             description=f"{name} {proc_name}",
         )
 
@@ -310,7 +362,8 @@ def run_dataset(name: str, config: DaleLangevinConfig, key) -> tuple[dict, list[
     data_pixels = train_x[data_idx]
     metrics = {
         "classifier_test_accuracy": accuracy,
-        "final_losses": losses,
+        "final_losses": {net: summary["final_loss"] for net, summary in training.items() if net != "classifier"},
+        "training": training,
         "reference_nn_distance_median": test_nn_median,
         "samplers": {},
     }

@@ -76,7 +76,7 @@ def _make_loss(ts: jax.Array, config: Config):
     def loss(model: LatentODE | LatentSDE, xs, key):
         mask_key, sample_key = jax.random.split(key)
         mask = _observed(mask_key, config.observed_fraction, xs.shape[:2])
-        predictions, mean, logstd, *path_kl, heuristics = model.solve(ts, xs, mask, key=sample_key)
+        predictions, mean, logstd, *path_kl, heuristics = model.solve_batch(ts, xs, mask, key=sample_key)
         kl = jnp.mean(jnp.sum(0.5 * (mean**2 + jnp.exp(2 * logstd) - 1) - logstd, axis=-1))
         kl = kl + sum(jnp.mean(k) for k in path_kl)
         return jnp.mean((predictions - xs) ** 2) + config.kl_weight * kl, heuristics
@@ -86,7 +86,7 @@ def _make_loss(ts: jax.Array, config: Config):
 
 @eqx.filter_jit
 def _predict(model: LatentODE | LatentSDE, ts, xs, mask, key):
-    outputs = model.solve(ts, xs, mask, key=key)
+    outputs = model.solve_batch(ts, xs, mask, key=key)
     return outputs[0], outputs[-1].nfe
 
 

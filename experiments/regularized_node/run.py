@@ -76,13 +76,13 @@ def _batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
 
 
 def _loss(model: NeuralODEClassifier, batch, key):
-    logits, heuristics = model.solve(batch[0])
+    logits, heuristics = model.solve_batch(batch[0])
     return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean(), heuristics
 
 
 @eqx.filter_jit
 def _predict(model: NeuralODEClassifier, x):
-    logits, heuristics = model.solve(x)
+    logits, heuristics = model.solve_batch(x)
     return jnp.argmax(logits, axis=-1), heuristics.nfe
 
 

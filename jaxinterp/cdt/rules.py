@@ -1,57 +1,61 @@
-"""Contextual-decomposition rules: how each operation splits its output into relevant and irrelevant parts.
+"""The formulas of contextual decomposition: how an operation splits its output into relevant and irrelevant parts.
 
-Formulas from REFERENCE.md P1 (CD-T and its predecessors). Every rule keeps `rel + irr` equal to the ordinary output.
-Whole-op rules act on the composites that models mark (`jaxinterp.composites`); the primitive rules cover
-everything else. An operation none of whose inputs is decomposed is evaluated normally.
+`Rules` chooses among the published variants; the functions below are the formulas themselves, written once and used
+by the rule table (`jaxinterp.cdt.rule_table`). Every formula keeps `rel + irr` equal to the ordinary output.
+The formulas and their sources are stated in `docs/cd.md`.
 """
 
 import dataclasses
+from collections.abc import Callable, Sequence
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
 from ..composites import attention_pattern, repeat_kv
 from .sources import Pair
 
-
-NORMALIZATION_POINTS = frozenset({"linear", "attention_input", "attention", "residual", "norm", "activation"})
-BERT_NORMALIZATION_POINTS = frozenset({"linear", "attention", "residual", "norm"})
+NORMALISATION_POINTS = frozenset({"linear", "attention_input", "attention", "residual", "norm", "activation"})
+BERT_NORMALISATION_POINTS = frozenset({"linear", "attention", "residual", "norm"})
 
 
 @dataclasses.dataclass(frozen=True)
 class Rules:
-    """Which variant of each rule to use.
+    """Which variant of each rule to use (`docs/cd.md`).
 
     **Fields:**
 
-    - `activation`: `"cdt"` (CD-T: `irr' = f(irr)`, `rel' = f(rel + irr) - f(irr)`), `"acd"` (the mirror:
-      `rel' = f(rel)`, `irr' = f(rel + irr) - f(rel)`), or `"shapley"` (original CD's two-ordering average).
+    - `activation`: the form of the rule for elementwise nonlinear functions `f`: `"cdt"` (CD-T: `irr' = f(irr)`,
+      `rel' = f(rel + irr) - f(irr)`), `"acd"` (the mirror: `rel' = f(rel) - f(0)`, `irr' = f(rel + irr) - rel'`), or
+      `"shapley"` (original CD's two-ordering average).
     - `attention`: `"frozen"` (BERT CD-T: the pattern is computed from the totals and held fixed) or
       `"decomposed"` (the GPT-2 circuit form: the pattern itself is split).
-    - `normalize_signs`: where to resolve sign conflicts between `rel` and `irr` (REFERENCE.md P1 §6): a set of
-      points among `"linear"` (after a bias is added), `"attention_input"` (after the bias of a query, key or value
-      projection that feeds an attention composite), `"attention"` (after a head mixes values), `"residual"`
-      (after two decomposed values are added), `"norm"` (after layer/RMS norm) and `"activation"`; `True` means
-      the official BERT CD-T choice `{"linear", "attention", "residual", "norm"}`, `False` none (the default, as in
-      the official GPT-2 circuit code's attention path).
+    - `normalise_signs`: where to resolve sign conflicts between `rel` and `irr` (`docs/cd.md#sign-conflict-normalisation`):
+      a set of points among `"linear"` (after a bias is added), `"attention_input"` (after the bias of a query, key
+      or value projection that feeds an attention composite), `"attention"` (after a head mixes values),
+      `"residual"` (after two decomposed values are added), `"norm"` (after layer/RMS norm) and `"activation"`;
+      `True` means the official BERT CD-T choice `{"linear", "attention", "residual", "norm"}`, `False` none (the
+      default).
     - `bias_split`: `"exact"` (the irrelevant part takes what the relevant part does not, so `rel + irr` is exact
-      even where both parts are zero) or `"official"` (REFERENCE.md P1 §1 as written: each part gets
-      `bias |part| / (|rel| + |irr| + tol)`, which loses the bias where both parts are zero).
+      even where both parts are zero) or `"official"` (each part gets `bias |part| / (|rel| + |irr| + tol)`, as
+      published, which loses the bias where both parts are zero).
     - `tol`: the stabiliser in the magnitude-proportional bias split.
     """
 
     activation: str = "cdt"
     attention: str = "frozen"
-    normalize_signs: bool | frozenset[str] = False
+    normalise_signs: bool | frozenset[str] = False
     bias_split: str = "exact"
     tol: float = 1e-8
 
     def __post_init__(self):
-        points = {True: BERT_NORMALIZATION_POINTS, False: frozenset()}.get(self.normalize_signs, self.normalize_signs)
-        unknown = set(points) - NORMALIZATION_POINTS
+        points = {True: BERT_NORMALISATION_POINTS, False: frozenset()}.get(self.normalise_signs, self.normalise_signs)
+        unknown = set(points) - NORMALISATION_POINTS
         if unknown:
-            raise ValueError(f"unknown sign-normalisation points {sorted(unknown)}; choose from {sorted(NORMALIZATION_POINTS)}")
-        object.__setattr__(self, "normalize_signs", frozenset(points))
+            raise ValueError(
+                f"unknown sign-normalisation points {sorted(unknown)}; choose from {sorted(NORMALISATION_POINTS)}"
+            )
+        object.__setattr__(self, "normalise_signs", frozenset(points))
         if self.activation not in ("cdt", "acd", "shapley"):
             raise ValueError(f"activation rule must be 'cdt', 'acd' or 'shapley', got {self.activation!r}")
         if self.attention not in ("frozen", "decomposed"):
@@ -60,63 +64,145 @@ class Rules:
             raise ValueError(f"bias_split must be 'exact' or 'official', got {self.bias_split!r}")
 
 
-# ------------------------------------------------------------------------------------------------ elementary rules
-def normalize_signs(x: Pair) -> Pair:
+def is_pair(x) -> bool:
+    """Whether `x` is a decomposed value (a `Pair`)."""
+    return isinstance(x, Pair)
+
+
+def total(x):
+    """The ordinary value of `x`: `rel + irr` for a pair, `x` itself for a constant."""
+    return x.rel + x.irr if is_pair(x) else x
+
+
+def as_pair(x) -> Pair:
+    """`x` as a pair; a constant (not derived from any source) is entirely irrelevant."""
+    return x if is_pair(x) else Pair(jnp.zeros_like(x), x)
+
+
+def normalise_signs(x: Pair) -> Pair:
     """Where `rel` and `irr` have opposite signs, give the sum to the larger in magnitude, zero to the other."""
     conflict = x.rel * x.irr < 0
     rel_wins = jnp.abs(x.rel) >= jnp.abs(x.irr)
-    total = x.rel + x.irr
-    rel = jnp.where(conflict, jnp.where(rel_wins, total, 0.0), x.rel)
-    irr = jnp.where(conflict, jnp.where(rel_wins, 0.0, total), x.irr)
+    summed = x.rel + x.irr
+    rel = jnp.where(conflict, jnp.where(rel_wins, summed, 0.0), x.rel)
+    irr = jnp.where(conflict, jnp.where(rel_wins, 0.0, summed), x.irr)
     return Pair(rel, irr)
 
 
-def bias_shares(x: Pair, bias, rules: "Rules") -> Pair:
+def bias_shares(x: Pair, bias, rules: Rules) -> Pair:
     """The parts of `bias` that go to `rel` and to `irr`, in proportion to their magnitudes (`rules.bias_split`)."""
     a_rel, a_irr = jnp.abs(x.rel), jnp.abs(x.irr)
     denom = a_rel + a_irr + rules.tol
-    rel_share = bias * a_rel / denom
-    return Pair(rel_share, bias - rel_share if rules.bias_split == "exact" else bias * a_irr / denom)
+    if rules.bias_split == "official":
+        return Pair(bias * a_rel / denom, bias * a_irr / denom)
+    # exact: the weight is at most 1 in floating point too, so each share has the sign of the bias and is no larger;
+    # where the irrelevant part is exactly zero it stays zero (rather than taking bias * tol / |rel|)
+    weight = jnp.where((a_irr == 0) & (a_rel > 0), 1.0, a_rel / denom)
+    rel_share = bias * weight
+    return Pair(rel_share, bias - rel_share)
 
 
-def split_bias(x: Pair, bias, rules: "Rules") -> Pair:
+def split_bias(x: Pair, bias, rules: Rules) -> Pair:
     """`x + bias` with the bias shared by magnitude (see `bias_shares`)."""
     share = bias_shares(x, bias, rules)
     return Pair(x.rel + share.rel, x.irr + share.irr)
 
 
-def activation_rule(f, x: Pair, variant: str) -> Pair:
-    """An elementwise nonlinearity `f` applied to a decomposed value, in the chosen `variant`.
+def _all_zero(parts: Sequence, shape) -> jax.Array | None:
+    """Where every array of `parts` is exactly zero, broadcast to `shape`; `None` if they do not broadcast to it."""
+    try:
+        zero = jnp.broadcast_to(parts[0] == 0, shape)
+        for part in parts[1:]:
+            zero = zero & jnp.broadcast_to(part == 0, shape)
+    except ValueError:
+        return None
+    return zero
 
-    Where the part the variant's formula gives zero by construction is exactly zero (`rel` for CD-T and Shapley,
-    `irr` for ACD), it stays exactly zero: compiled code may round `f(0 + irr)` and `f(irr)` differently, and
-    the decomposition would amplify that noise layer by layer.
+
+def nonlinear_rule(f: Callable, operands: Sequence, variant: str, *, elementwise: bool = True) -> Pair:
+    """A nonlinear function `f(*operands)` of decomposed operands (`Pair`s) and constants (held fixed).
+
+    `"cdt"`: `irr' = f(irrelevant parts)`, `rel' = f(totals) - irr'`; `"acd"`: `rel' = f(relevant parts) - f(0)`
+    (ACD's `f(rel)` for the ReLU it was written for; without the `- f(0)`, a function with `f(0) != 0` would create
+    relevance where no source is), `irr' = f(totals) - rel'`; `"shapley"`:
+    `rel' = [(f(rel) - f(0)) + (f(totals) - f(irr))] / 2`.
+
+    For an elementwise `f`, where the part the variant's formula makes zero by construction is exactly zero in every
+    decomposed operand (`rel` for CD-T and Shapley, `irr` for ACD), it stays exactly zero: compiled code may round
+    `f(0 + irr)` and `f(irr)` differently, and the decomposition would amplify that noise layer by layer.
+    Where `f` of a part alone is not finite although `f` of the totals is (the part lies outside `f`'s domain, as
+    `rsqrt(0)` for a variance that is all relevant), the output goes to the other part: to `rel` for CD-T and
+    Shapley, to `irr` for ACD.
+
+    **Returns:** the decomposed output.
     """
-    total = f(x.rel + x.irr)
+    pairs = [o for o in operands if is_pair(o)]
+
+    def at(part: str):
+        return f(*(getattr(o, part) if is_pair(o) else o for o in operands))
+
+    out = f(*(total(o) for o in operands))
+    outside_domain = lambda part: jnp.isfinite(out) & ~jnp.isfinite(part)  # noqa: E731
     if variant == "acd":
-        rel = f(x.rel)
-        irr = jnp.where(x.irr == 0, 0.0, total - rel)
-        return Pair(total - irr, irr)
+        # f(rel) - f(0): ACD's f(rel) for the ReLU it was written for, and no relevance without a source when f(0) != 0
+        zeros = f(*(jnp.zeros_like(o.rel) if is_pair(o) else o for o in operands))
+        irr = out - (at("rel") - zeros)
+        irr = jnp.where(outside_domain(irr), out, irr)
+        zero = _all_zero([p.irr for p in pairs], out.shape) if elementwise else None
+        if zero is not None:
+            irr = jnp.where(zero, 0.0, irr)
+        return Pair(out - irr, irr)
     if variant == "cdt":
-        rel = total - f(x.irr)
+        rel = out - at("irr")
     else:
-        rel = 0.5 * ((f(x.rel) - f(jnp.zeros_like(x.rel))) + (total - f(x.irr)))
-    rel = jnp.where(x.rel == 0, 0.0, rel)
-    return Pair(rel, total - rel)
+        zeros = f(*(jnp.zeros_like(o.rel) if is_pair(o) else o for o in operands))
+        rel = 0.5 * ((at("rel") - zeros) + (out - at("irr")))
+    rel = jnp.where(outside_domain(rel), out, rel)
+    zero = _all_zero([p.rel for p in pairs], out.shape) if elementwise else None
+    if zero is not None:
+        rel = jnp.where(zero, 0.0, rel)
+    return Pair(rel, out - rel)
 
 
-def product_rule(op, a: Pair, b: Pair) -> Pair:
+def activation_rule(f: Callable, x: Pair, variant: str) -> Pair:
+    """An elementwise activation `f` of one decomposed value: `nonlinear_rule(f, [x], variant)`."""
+    return nonlinear_rule(f, [x], variant)
+
+
+def product_rule(op: Callable, a: Pair, b: Pair) -> Pair:
     """A bilinear `op(a, b)` of two decomposed values: every term touching a relevant part is relevant."""
     irr = op(a.irr, b.irr)
     return Pair(op(a.rel, b.rel + b.irr) + op(a.irr, b.rel), irr)
 
 
-def layer_norm_rule(x: Pair, weight, bias, eps: float, rules: "Rules") -> Pair:
+def selection_rule(f: Callable, operands: Sequence) -> list:
+    """A piecewise-linear selection `f` (max, min, sort, max pooling) of decomposed operands and constants.
+
+    The outputs take the parts of the elements selected at the totals: `rel' = J_f(total) rel` (the derivative of
+    `f` at the totals, applied to the relevant parts; ties share equally), `irr' = f(total) - rel'`. Exact, since a
+    selection is positively homogeneous, `f(t) = J_f(t) t`.
+
+    **Returns:** the list of outputs: pairs for floating-point outputs, plain arrays for integer ones (indices).
+    """
+    positions = [k for k, o in enumerate(operands) if is_pair(o)]
+    totals = [total(o) for o in operands]
+
+    def of_pairs(*values):
+        args = list(totals)
+        for k, v in zip(positions, values):
+            args[k] = v
+        return f(*args)
+
+    outs, rels = jax.jvp(of_pairs, [totals[k] for k in positions], [operands[k].rel for k in positions])
+    return [Pair(r, o - r) if jnp.issubdtype(o.dtype, jnp.inexact) else o for o, r in zip(outs, rels)]
+
+
+def layer_norm_rule(x: Pair, weight, bias, eps: float, rules: Rules) -> Pair:
     """Layer norm: each part centred by its own mean, scaled by the total's standard deviation; the bias shared
     by the magnitudes of the input parts (as in `split_bias`). The arithmetic follows `composites.layer_norm`
     operation for operation, so the totals round as the forward does."""
-    total = x.rel + x.irr
-    var = jnp.mean(jnp.square(total - jnp.mean(total, axis=-1, keepdims=True)), axis=-1, keepdims=True)
+    summed = x.rel + x.irr
+    var = jnp.mean(jnp.square(summed - jnp.mean(summed, axis=-1, keepdims=True)), axis=-1, keepdims=True)
     inverse_std = lax.rsqrt(var + eps)
     share = bias_shares(x, bias, rules)
     return Pair(*((p - jnp.mean(p, axis=-1, keepdims=True)) * inverse_std * weight + b for p, b in zip(x, share)))
@@ -124,8 +210,8 @@ def layer_norm_rule(x: Pair, weight, bias, eps: float, rules: "Rules") -> Pair:
 
 def rms_norm_rule(x: Pair, weight, eps: float) -> Pair:
     """RMS norm: both parts divided by the total's root mean square."""
-    total = x.rel + x.irr
-    scale = lax.rsqrt(jnp.mean(jnp.square(total), axis=-1, keepdims=True) + eps) * weight
+    summed = x.rel + x.irr
+    scale = lax.rsqrt(jnp.mean(jnp.square(summed), axis=-1, keepdims=True) + eps) * weight
     return Pair(x.rel * scale, x.irr * scale)
 
 
@@ -146,31 +232,3 @@ def attention_rule(q: Pair, k: Pair, v: Pair, mask, scale: float, variant: str) 
     pattern_rel = attention_pattern(q.rel, k.rel, mask, scale)
     rel = mix(pattern_rel, v.rel)
     return Pair(rel, mix(pattern, v.rel + v.irr) - rel)
-
-
-# ----------------------------------------------------------------------------------------------- primitive tables
-# Linear in the first operand, every other operand a constant (indices, shapes): apply to both parts.
-LINEAR_IN_FIRST = frozenset(
-    {
-        "neg", "reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims", "slice", "dynamic_slice",
-        "gather", "rev", "reduce_sum", "convert_element_type", "copy", "copy_p", "cumsum", "reduce_precision",
-        "real", "imag", "conj", "split", "sharding_constraint", "optimization_barrier",
-    }
-)
-# Elementwise nonlinear functions of one decomposed operand: the activation rule.
-NONLINEAR_UNARY = frozenset(
-    {
-        "exp", "exp2", "log", "log1p", "expm1", "tanh", "logistic", "sin", "cos", "tan", "sqrt", "rsqrt", "cbrt",
-        "erf", "erfc", "erf_inv", "integer_pow", "square", "abs", "atan", "sinh", "cosh", "asinh", "acosh",
-        "atanh", "asin", "acos", "floor", "ceil", "round", "sign",
-    }
-)
-# Discrete results: computed from the totals, they carry no decomposition.
-FROM_TOTALS = frozenset(
-    {
-        "eq", "ne", "lt", "le", "gt", "ge", "argmax", "argmin", "reduce_max", "reduce_min", "reduce_and",
-        "reduce_or", "is_finite", "and", "or", "not", "xor", "stop_gradient", "population_count", "sort",
-    }
-)
-# Binary elementwise functions that are nonlinear in a decomposed operand when the other one is a constant.
-NONLINEAR_WITH_CONSTANT = frozenset({"max", "min", "pow", "div", "atan2", "rem", "nextafter", "clamp"})

@@ -1,10 +1,10 @@
-"""Scores built from a decomposition (REFERENCE.md P1 §8)."""
+"""Scores built from a decomposition (`docs/cd.md#scores`)."""
 
 import jax
 import jax.numpy as jnp
 
 
-def classification(rel: jax.Array, total: jax.Array, label) -> jax.Array:
+def classification_score(rel: jax.Array, total: jax.Array, label) -> jax.Array:
     """`rel[label] - rel[closest competitor]`, the competitor being the highest other logit of `total`.
 
     **Arguments:** `rel`, `total` (`[..., classes]` logits: relevant part and full value), `label` (int, or

@@ -23,7 +23,7 @@ class Site:
     """An internal source: the values at sites matching `pattern`, selected by `mask`.
 
     At a matching site the selected part of the value becomes relevant: `rel <- rel + mask * irr`,
-    `irr <- (1 - mask) * irr`. With `mean` given (mean ablation, REFERENCE.md P1 §7) the selected irrelevant part
+    `irr <- (1 - mask) * irr`. With `mean` given (mean ablation, `docs/cd.md#sources`) the selected irrelevant part
     is set to the reference mean instead: `irr <- mu`, `rel <- (rel + irr) - mu` where selected.
 
     **Arguments:**
@@ -39,13 +39,9 @@ class Site:
     mask: Any = None
     mean: Any = None
 
-    def inject(self, value: Pair) -> Pair:
-        mask = 1.0 if self.mask is None else jnp.asarray(self.mask, value.irr.dtype)
-        if self.mean is None:
-            return Pair(value.rel + mask * value.irr, (1 - mask) * value.irr)
-        mean = jnp.asarray(self.mean, value.irr.dtype)
-        total = value.rel + value.irr
-        return Pair(mask * (total - mean) + (1 - mask) * value.rel, mask * mean + (1 - mask) * value.irr)
+    def inject(self, value: Pair, name: str) -> Pair:
+        """Make the selected part of `value` (the pair at site `name`) relevant. **Returns:** the new pair."""
+        return _select(value, self.mask, self.mean, f"site {name!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,9 +52,41 @@ class Input:
     argnum: int
     mask: Any = None
 
-    def split(self, value) -> Pair:
-        mask = 1.0 if self.mask is None else jnp.asarray(self.mask, value.dtype)
-        return Pair(mask * value, (1 - mask) * value)
+    def __post_init__(self):
+        if not isinstance(self.argnum, int) or self.argnum < 0:
+            raise TypeError(f"Input(argnum, mask): argnum is the index of a positional argument, got {self.argnum!r}")
+
+    def inject(self, value: Pair, name: str) -> Pair:
+        """Make the selected part of `value` (the argument, traced as site `name`) relevant. **Returns:** the new
+        pair."""
+        return _select(value, self.mask, None, f"argument {self.argnum}")
+
+
+def _checked(array, value, what: str, field: str):
+    array = jnp.asarray(array, value.irr.dtype)
+    try:
+        shape = jnp.broadcast_shapes(array.shape, value.irr.shape)
+    except ValueError:
+        shape = None
+    if shape != value.irr.shape:
+        raise ValueError(
+            f"the {field} of shape {array.shape} does not broadcast to {what}, of shape {value.irr.shape} "
+            "(numpy rules, aligned on the right: e.g. [seq, 1] selects positions of a [seq, d_model] site)"
+        )
+    return array
+
+
+def _select(value: Pair, mask, mean, what: str) -> Pair:
+    """`rel <- rel + mask * irr`, `irr <- (1 - mask) * irr`, or with a reference mean, `irr <- mean` and
+    `rel <- total - mean` where selected."""
+    mask = 1.0 if mask is None else _checked(mask, value, what, "source mask")
+    if mean is None:
+        # `where` rather than a product for 0/1 masks, so that an infinite value moves whole instead of as 0 * inf
+        moved = jnp.where(mask == 0, 0.0, mask * value.irr)
+        return Pair(value.rel + moved, jnp.where(mask == 1, 0.0, (1 - mask) * value.irr))
+    mean = _checked(mean, value, what, "reference mean")
+    summed = value.rel + value.irr
+    return Pair(mask * (summed - mean) + (1 - mask) * value.rel, mask * mean + (1 - mask) * value.irr)
 
 
 jax.tree_util.register_dataclass(Site, data_fields=["mask", "mean"], meta_fields=["pattern"])

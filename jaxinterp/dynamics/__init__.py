@@ -6,7 +6,6 @@ from .regularisers import solve_with_heuristics as solve_with_heuristics
 from .regularisers import supports_stiffness as supports_stiffness
 from .training import RegularisationWeights as RegularisationWeights
 from .training import fit as fit
-from .training import make_step as make_step
 from .training import penalty as penalty
 from .decomposed_solve import decompose_solution as decompose_solution
 from . import additive_diffusion as additive_diffusion, gbm as gbm

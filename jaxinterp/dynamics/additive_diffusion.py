@@ -8,7 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, Scalar
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, Scalar, ScalarLike
 
 from .gbm import ScoreFn
 
@@ -17,37 +17,37 @@ class AbstractAdditiveDiffusion(eqx.Module):
     """A forward SDE `dX = f(X, t) dt + g(t) dW` with Gaussian marginals `X_t = m(t) X_0 + s(t) Z`."""
 
     @abc.abstractmethod
-    def mean_coefficient(self, t: Scalar) -> Scalar:
+    def mean_coefficient(self, t: ScalarLike) -> Scalar:
         """`m(t)`."""
 
     @abc.abstractmethod
-    def std(self, t: Scalar) -> Scalar:
+    def std(self, t: ScalarLike) -> Scalar:
         """`s(t)`."""
 
     @abc.abstractmethod
-    def drift(self, x: Float[Array, "*shape"], t: Scalar) -> Float[Array, "*shape"]:
+    def drift(self, x: Float[Array, "*shape"], t: ScalarLike) -> Float[Array, "*shape"]:
         """`f(x, t)`."""
 
     @abc.abstractmethod
-    def diffusion(self, t: Scalar) -> Scalar:
+    def diffusion(self, t: ScalarLike) -> Scalar:
         """`g(t)`."""
 
     @abc.abstractmethod
     def prior_std(self) -> float:
         """The standard deviation of the zero-mean Gaussian used as the marginal at `t = 1`."""
 
-    def sample(self, x0: Float[ArrayLike, "*shape"], t: Scalar, *, key: PRNGKeyArray) -> Float[Array, "*shape"]:
+    def sample(self, x0: Float[ArrayLike, "*shape"], t: ScalarLike, *, key: PRNGKeyArray) -> Float[Array, "*shape"]:
         """Draw `X_t` given `X_0 = x0`."""
         return self.mean_coefficient(t) * x0 + self.std(t) * jr.normal(key, jnp.shape(x0))
 
     def conditional_score(
-        self, x: Float[ArrayLike, "*shape"], x0: Float[ArrayLike, "*shape"], t: Scalar
+        self, x: Float[ArrayLike, "*shape"], x0: Float[ArrayLike, "*shape"], t: ScalarLike
     ) -> Float[Array, "*shape"]:
         """`grad_x log p(X_t = x | X_0 = x0)`."""
         return -(x - self.mean_coefficient(t) * x0) / self.std(t) ** 2
 
     def score_from_noise(
-        self, noise: Float[ArrayLike, "*shape"], x: Float[ArrayLike, "*shape"], t: Scalar
+        self, noise: Float[ArrayLike, "*shape"], x: Float[ArrayLike, "*shape"], t: ScalarLike
     ) -> Float[Array, "*shape"]:
         """The score implied by a prediction of the standard normal `Z`: `-Z / s(t)` (`x` is unused)."""
         del x

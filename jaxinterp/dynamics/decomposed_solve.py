@@ -31,12 +31,12 @@ def decompose_solution(
     t1: float,
     args=None,
     *,
-    solver: diffrax.AbstractERK = diffrax.Tsit5(),
+    solver: diffrax.AbstractSolver | None = None,
     rtol: float = 1e-5,
     atol: float = 1e-5,
     dt0: float | None = None,
     max_steps: int = 1024,
-    rules: Rules = Rules(),
+    rules: Rules | None = None,
 ) -> tuple[Pair, diffrax.Solution]:
     """Decompose `y(t1)` of `dy/dt = vector_field(t, y, args)`, `y(t0) = y0`, into the contribution of the
     features of `y0` selected by `mask` and the rest.
@@ -47,18 +47,27 @@ def decompose_solution(
     - `y0`: the initial state (an array).
     - `mask`: 0/1 array broadcastable to `y0`; the selected features are the source.
     - `t0`, `t1`, `args`: as for `diffrax.diffeqsolve`.
-    - `solver`: an explicit Runge-Kutta solver with a Butcher tableau (`Tsit5`, `Dopri5`, `Bosh3`, ...).
+    - `solver`: an explicit Runge-Kutta solver with a Butcher tableau (`Tsit5`, `Dopri5`, `Bosh3`, ...; `None`:
+        `Tsit5`).
     - `rtol`, `atol`, `dt0`, `max_steps`: the adaptive step-size control of the plain solve.
-    - `rules`: the decomposition rules.
+    - `rules`: the decomposition rules (`None`: the default `Rules()`).
 
     **Returns:** `(Pair(rel, irr) of y(t1), the plain diffrax solution)`. Under differentiation the accepted
     steps are held fixed (they are a discretisation choice), so gradients are those of the Runge-Kutta map.
     """
+    solver = diffrax.Tsit5() if solver is None else solver
+    rules = Rules() if rules is None else rules
     tableau = getattr(solver, "tableau", None)
     if tableau is None or tableau.implicit:
         raise TypeError(f"decompose_solution needs an explicit Runge-Kutta solver, got {type(solver).__name__}")
     solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field), solver, t0, t1, dt0, y0, args,
+        diffrax.ODETerm(vector_field),
+        solver,
+        t0,
+        t1,
+        dt0,
+        y0,
+        args,
         saveat=diffrax.SaveAt(t1=True, steps=True),
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
         max_steps=max_steps,

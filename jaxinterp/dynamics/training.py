@@ -1,22 +1,16 @@
 """Training neural differential equations with optax, adding the solver-heuristic regularisers of P32 with weights
 that follow schedules over the training steps."""
 
-import functools
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
-from tqdm.auto import tqdm
 
+from ..training import LossFn, train
 from .regularisers import Heuristics
-
-LossFn = Callable[[eqx.Module, PyTree, PRNGKeyArray], tuple[Float[Array, ""], Heuristics]]
 
 
 def _as_schedule(weight: float | optax.Schedule) -> optax.Schedule:
@@ -78,50 +72,31 @@ def penalty(heuristics: Heuristics, weights: Float[Array, "3"]) -> Float[Array, 
     return jnp.dot(weights.astype(regularisers.dtype), regularisers)
 
 
-@functools.lru_cache(maxsize=16)
-def make_step(loss_fn: LossFn, optimiser: optax.GradientTransformation):
-    """A jitted training step for `loss_fn` plus the weighted regularisers (cached per loss and optimiser, so that
-    runs which differ only in their weights share one compilation).
+class _RegularisedLoss(eqx.Module):
+    """`loss_fn` plus the weighted regularisers, on batches `(batch, weights)`; two of these with the same
+    `loss_fn` are the same static argument of the loop's step, so runs differing only in weights share its
+    compilation."""
 
-    **Arguments:**
+    loss_fn: LossFn
 
-    - `loss_fn`: `loss_fn(model, batch, key) -> (task_loss, heuristics)`.
-    - `optimiser`: an optax gradient transformation.
-
-    **Returns:** `step(model, opt_state, batch, weights, key) -> (model, opt_state, metrics)` with `weights` as in
-    [`jaxinterp.dynamics.penalty`][]; `metrics` holds `loss`, `task_loss`, `penalty`, `error`, `stiffness` and `nfe`
-    (means over any batch axes).
-    """
-
-    def objective(model, batch, weights, key):
-        task, heuristics = loss_fn(model, batch, key)
+    def __call__(self, model, batch, key):
+        data, weights = batch
+        task, heuristics = self.loss_fn(model, data, key)
         extra = penalty(heuristics, weights)
-        return task + extra, (task, extra, heuristics)
-
-    @eqx.filter_jit
-    def step(model, opt_state, batch, weights, key):
-        (loss, (task, extra, heuristics)), grads = eqx.filter_value_and_grad(objective, has_aux=True)(
-            model, batch, weights, key
-        )
-        updates, opt_state = optimiser.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
-        model = eqx.apply_updates(model, updates)
         metrics = {
-            "loss": loss,
             "task_loss": task,
             "penalty": extra,
             "error": jnp.mean(heuristics.error),
             "stiffness": jnp.mean(heuristics.stiffness),
             "nfe": jnp.mean(heuristics.nfe.astype(jnp.float32)),
         }
-        return model, opt_state, metrics
-
-    return step
+        return task + extra, metrics
 
 
 def fit(
     model: eqx.Module,
     loss_fn: LossFn,
-    batches: Iterator[PyTree],
+    batches: Iterator[PyTree] | Callable[[int], PyTree],
     optimiser: optax.GradientTransformation,
     *,
     num_steps: int,
@@ -130,40 +105,51 @@ def fit(
     description: str = "train",
     progress: bool = True,
 ) -> tuple[eqx.Module, dict[str, Any]]:
-    """Train `model` for `num_steps` optimiser steps on the regularised objective.
+    """Train `model` for `num_steps` optimiser steps on the regularised objective `task_loss + penalty`, with
+    [`jaxinterp.train`][] (step `n` uses the key `jax.random.fold_in(key, n)` and the weights `weights.at(n)`).
 
     **Arguments:**
 
     - `model`: the model (an equinox Module).
     - `loss_fn`: `loss_fn(model, batch, key) -> (task_loss, heuristics)`.
-    - `batches`: an iterator of batches, at least `num_steps` long.
+    - `batches`: an iterator of batches, at least `num_steps` long (or a function `step -> batch`).
     - `optimiser`: an optax gradient transformation.
     - `num_steps`: how many steps to take.
     - `weights`: the regularisation weights (none by default).
-    - `key`: a PRNG key, split once per step.
+    - `key`: a PRNG key.
     - `description`, `progress`: the tqdm progress bar's label, and whether to show it.
 
-    **Returns:** `(model, history)`: `history` maps each metric of [`jaxinterp.dynamics.make_step`][] to a NumPy
-    array over steps, plus `wall_time_s` (including compilation) and `first_step_s` (the first step alone).
+    **Returns:** `(model, history)`: `history` maps `loss`, `task_loss`, `penalty`, `error`, `stiffness` and `nfe`
+    (means over any batch axes) to NumPy arrays over steps, plus `wall_time_s` (including compilation) and
+    `first_step_s` (the first step alone), as [`jaxinterp.train`][] returns them.
     """
     weights = RegularisationWeights() if weights is None else weights
-    step = make_step(loss_fn, optimiser)
-    opt_state = optimiser.init(eqx.filter(model, eqx.is_inexact_array))
-    records = []
-    started = time.perf_counter()
-    first_step_s = 0.0
-    bar = tqdm(range(num_steps), desc=description, disable=not progress, leave=False)
-    for index, step_key in zip(bar, jax.random.split(key, num_steps)):
-        model, opt_state, metrics = step(model, opt_state, next(batches), weights.at(index), step_key)
-        records.append(metrics)
-        if index == 0:
-            jax.block_until_ready(metrics)
-            first_step_s = time.perf_counter() - started
-        if progress and index % 10 == 0:
-            bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", nfe=f"{float(metrics['nfe']):.0f}")
-    records = jax.device_get(records)
-    wall = time.perf_counter() - started
-    history: dict[str, Any] = {name: np.asarray([r[name] for r in records]) for name in records[0]} if records else {}
-    history["wall_time_s"] = wall
-    history["first_step_s"] = first_step_s
-    return model, history
+    draw = batches if callable(batches) else _from_iterator(batches)
+
+    def regularised_batches(step: int) -> tuple[PyTree, Float[Array, "3"]]:
+        return draw(step), weights.at(step)
+
+    return train(
+        model,
+        _RegularisedLoss(loss_fn),
+        regularised_batches,
+        optimiser,
+        steps=num_steps,
+        key=key,
+        has_aux=True,
+        description=description,
+        progress=progress,
+    )
+
+
+def _from_iterator(batches: Iterator[PyTree]) -> Callable[[int], PyTree]:
+    if not isinstance(batches, Iterator):
+        raise TypeError(f"fit: batches must be an iterator or a function step -> batch, got {type(batches).__name__}")
+
+    def draw(step: int) -> PyTree:
+        try:
+            return next(batches)
+        except StopIteration:
+            raise ValueError(f"fit: batches ran out at step {step}") from None
+
+    return draw

@@ -5,7 +5,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 import lineax as lx
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, Scalar
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, Scalar, ScalarLike
 
 ScoreFn = Callable[[Float[Array, "*shape"], Scalar], Float[Array, "*shape"]]
 
@@ -35,28 +35,28 @@ class GeometricBrownianMotion(eqx.Module):
         """The drift `mu - sigma^2 / 2` of `log X`."""
         return self.mu - self.sigma**2 / 2
 
-    def sample(self, x0: Float[ArrayLike, "*shape"], t: Scalar, *, key: PRNGKeyArray) -> Float[Array, "*shape"]:
+    def sample(self, x0: Float[ArrayLike, "*shape"], t: ScalarLike, *, key: PRNGKeyArray) -> Float[Array, "*shape"]:
         """Draw `X_t` given `X_0 = x0` from the closed-form log-normal marginal."""
         z = jr.normal(key, jnp.shape(x0))
         return x0 * jnp.exp(self.log_drift * t + self.sigma * jnp.sqrt(t) * z)
 
-    def mean(self, x0: Float[ArrayLike, "*shape"], t: Scalar) -> Float[Array, "*shape"]:
+    def mean(self, x0: Float[ArrayLike, "*shape"], t: ScalarLike) -> Float[Array, "*shape"]:
         """`E[X_t | X_0 = x0] = x0 exp(mu t)`."""
         return x0 * jnp.exp(self.mu * t)
 
-    def variance(self, x0: Float[ArrayLike, "*shape"], t: Scalar) -> Float[Array, "*shape"]:
+    def variance(self, x0: Float[ArrayLike, "*shape"], t: ScalarLike) -> Float[Array, "*shape"]:
         """`Var[X_t | X_0 = x0] = x0^2 exp(2 mu t) (exp(sigma^2 t) - 1)`."""
         return jnp.square(x0) * jnp.exp(2 * self.mu * t) * jnp.expm1(self.sigma**2 * t)
 
     def conditional_score(
-        self, x: Float[ArrayLike, "*shape"], x0: Float[ArrayLike, "*shape"], t: Scalar
+        self, x: Float[ArrayLike, "*shape"], x0: Float[ArrayLike, "*shape"], t: ScalarLike
     ) -> Float[Array, "*shape"]:
         """`grad_x log p(X_t = x | X_0 = x0)` for the log-normal transition density."""
         standardised = (jnp.log(x / x0) - self.log_drift * t) / (self.sigma**2 * t)
         return -(1 + standardised) / x
 
     def score_from_noise(
-        self, noise: Float[ArrayLike, "*shape"], x: Float[ArrayLike, "*shape"], t: Scalar
+        self, noise: Float[ArrayLike, "*shape"], x: Float[ArrayLike, "*shape"], t: ScalarLike
     ) -> Float[Array, "*shape"]:
         """The score implied by a prediction of the standard normal `Z` in `log X_t = log X_0 + ... + sigma sqrt(t) Z`.
 

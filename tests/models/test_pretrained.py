@@ -1,8 +1,6 @@
 """Parity of the real pretrained models with their reference implementations (fixtures made by
 tests/fixtures/make_reference_outputs.py with Hugging Face transformers on CPU torch)."""
 
-import pathlib
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -10,23 +8,11 @@ import numpy as np
 import pytest
 
 import models
-
-FIXTURES = pathlib.Path(__file__).parent / "fixtures"
-
-
-@pytest.fixture(scope="module")
-def minilm():
-    return models.load("minilm-l6")
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    return models.load("smollm2-135m")
-
+from tests.helpers import load_fixture
 
 def test_minilm_hidden_states_and_sentence_embeddings_match_reference(minilm):
     model, tokenizer = minilm
-    ref = np.load(FIXTURES / "minilm_reference.npz")
+    ref = load_fixture("minilm_reference.npz")
     forward = eqx.filter_jit(jax.vmap(lambda m, i, t, a: m(i, t, a), in_axes=(None, 0, 0, 0)))
     hidden = forward(model, ref["input_ids"], ref["token_type_ids"], ref["attention_mask"])
     real = ref["attention_mask"][..., None].astype(bool)
@@ -39,7 +25,7 @@ def test_minilm_hidden_states_and_sentence_embeddings_match_reference(minilm):
 
 def test_smollm2_logits_match_reference_and_greedy_continuation(smollm2):
     model, tokenizer = smollm2
-    ref = np.load(FIXTURES / "smollm2_reference.npz")
+    ref = load_fixture("smollm2_reference.npz")
     forward = eqx.filter_jit(lambda m, t: m(t))
     for i in range(2):
         ids = tokenizer.encode(str(ref[f"prompt_{i}"])).ids

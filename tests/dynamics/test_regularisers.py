@@ -237,7 +237,7 @@ def test_regularised_fit_lowers_nfe():
     target = 1.5 * x @ rotation.T
 
     def loss_fn(model, batch, key):
-        y1, h = model.solve(batch[0])
+        y1, h = model.solve_batch(batch[0])
         return jnp.mean((y1 - batch[1]) ** 2), h
 
     def batches():
@@ -259,7 +259,7 @@ def test_regularised_fit_lowers_nfe():
             progress=False,
         )
         assert history["task_loss"][-1] < 0.05 * history["task_loss"][0]
-        _, heuristics = model.solve(x)
+        _, heuristics = model.solve_batch(x)
         nfe[weight], error[weight] = int(heuristics.nfe), float(heuristics.error)
     assert nfe[1.0] < nfe[0.0], nfe
     assert error[1.0] < 0.8 * error[0.0], error

@@ -1,14 +1,17 @@
 """The demo: CD-T word and phrase attributions for an SST-2 sentiment classifier on MiniLM (paper P1).
 
+`python -m experiments.demo [TEXT] [--html PATH]` (also `make demo`, `jaxinterp demo`).
+
 The classifier is the real all-MiniLM-L6-v2 encoder with mean pooling and a logistic-regression head trained on
 SST-2 sentences; the head is trained on first use (about a minute on 2 cores) and cached. For each word and each
 phrase of 2-3 words, contextual decomposition (`jaxinterp.cd`, source = those token positions at `embed`) gives
-the relevant part of the logits, scored as `rel[predicted] - rel[other class]` (`cd_scores.classification`).
+the relevant part of the logits, scored as `rel[predicted] - rel[other class]` (`jaxinterp.classification_score`).
 All words and phrases are decomposed in one `jax.vmap` over source masks.
 """
 
 import html
 import pathlib
+import time
 
 import equinox as eqx
 import jax
@@ -17,8 +20,10 @@ import numpy as np
 
 import jaxinterp as ji
 import models
+from experiments.record import results_dir, write_results
 from models.sentence_classifier import SentenceClassifier, mean_pooled_features
 
+SLUG = "demo"
 DEFAULT_TEXT = "the acting is superb , but the plot is painfully slow and utterly predictable ."
 LABELS = ("negative", "positive")
 HEAD_FILE = "sst2_minilm_head.npz"
@@ -109,7 +114,7 @@ def explain(classifier: SentenceClassifier, tokenizer, text: str) -> dict:
 
     def score(m, mask):
         rel, irr = ji.cd(m, ji.Site("embed", mask))(tokens)
-        return ji.cd_scores.classification(rel, rel + irr, label)
+        return ji.classification_score(rel, rel + irr, label)
 
     scores = np.asarray(eqx.filter_jit(jax.vmap(score, in_axes=(None, 0)))(classifier, masks))
     return {
@@ -144,11 +149,15 @@ def write_html(path: pathlib.Path, text: str, result: dict) -> None:
     )
 
 
-def main(args=None) -> None:
-    """`jaxinterp demo|explain [TEXT] [--html PATH]`: print CD-T attributions of TEXT (a built-in sentence by
-    default) and write them as HTML (default `results/demo.html`)."""
-    text = getattr(args, "text", None) or DEFAULT_TEXT
-    html_path = pathlib.Path(getattr(args, "html", None) or "results/demo.html")
+def main(text: str | None = None, html_path: pathlib.Path | str | None = None) -> dict:
+    """Print CD-T attributions of `text` (a built-in sentence by default), write them as HTML (default
+    `results/demo/demo.html`) and as `results/demo/results.json`.
+
+    **Returns:** the result of `explain`, with the classifier's dev accuracy.
+    """
+    started = time.time()
+    text = text or DEFAULT_TEXT
+    html_path = pathlib.Path(html_path) if html_path else results_dir(SLUG) / "demo.html"
     classifier, tokenizer, info = sst2_classifier()
     result = explain(classifier, tokenizer, text)
     scale = max(abs(s) for _, s in result["words"]) or 1.0
@@ -161,4 +170,7 @@ def main(args=None) -> None:
         print(f"  {s:+7.3f}  {phrase}")
     html_path.parent.mkdir(parents=True, exist_ok=True)
     write_html(html_path, text, result)
-    print(f"\nWrote {html_path}")
+    result = {**result, "text": text, "dev_accuracy": info["dev_accuracy"]}
+    write_results(SLUG, {"text": text, "head_sentences": TRAIN_SENTENCES}, result, started=started)
+    print(f"\nWrote {html_path} and {results_dir(SLUG) / 'results.json'}")
+    return result

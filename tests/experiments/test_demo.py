@@ -3,14 +3,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import models
-from jaxinterp import demo
+from experiments.demo import run as demo
 from models.sentence_classifier import SentenceClassifier
 
 
 @pytest.fixture(scope="module")
-def classifier_and_tokenizer():
-    encoder, tokenizer = models.load("minilm-l6")
+def classifier_and_tokenizer(minilm):
+    encoder, tokenizer = minilm
     key_w, key_b = jax.random.split(jax.random.key(0))
     head = SentenceClassifier(encoder, jax.random.normal(key_w, (2, 384)), jax.random.normal(key_b, (2,)))
     return head, tokenizer
@@ -42,3 +41,34 @@ def test_write_html(tmp_path, classifier_and_tokenizer):
     demo.write_html(tmp_path / "out.html", "good <b>", result)
     page = (tmp_path / "out.html").read_text()
     assert "&lt;b&gt;" in page and "positive" in page
+
+
+@pytest.mark.slow
+@pytest.mark.pretrained
+def test_demo_runs_end_to_end_and_writes_its_results(tmp_path, monkeypatch, capsys):
+    """The whole demo on a small head (the full one trains on 4,000 sentences): the head is trained, cached and
+    reused, the attributions printed and written to results/demo/."""
+    import json
+
+    import jaxinterp
+
+    monkeypatch.setenv("JAXINTERP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(demo, "TRAIN_SENTENCES", 120)
+    full_sst2 = jaxinterp.data.sst2
+
+    def small_sst2(split):
+        sentences, labels = full_sst2(split)
+        keep = 2000 if split == "train" else 160
+        return sentences[:keep], labels[:keep]
+
+    monkeypatch.setattr(jaxinterp.data, "sst2", small_sst2)
+    result = demo.main("a wonderful , moving film")
+    assert (tmp_path / "cache" / demo.HEAD_FILE).is_file()
+    assert [w for w, _ in result["words"]] == ["a", "wonderful", ",", "moving", "film"]
+    assert 0.5 < result["dev_accuracy"] <= 1.0
+    record = json.loads((tmp_path / "results" / "demo" / "results.json").read_text())
+    assert record["metrics"]["prediction"] == result["prediction"]
+    assert (tmp_path / "results" / "demo" / "demo.html").is_file()
+    assert "Strongest phrases" in capsys.readouterr().out
+    again = demo.main("a wonderful , moving film")
+    assert again["words"] == result["words"]

@@ -1,5 +1,3 @@
-import pathlib
-
 import gguf
 import hypothesis
 import hypothesis.strategies as st
@@ -7,17 +5,8 @@ import numpy as np
 import pytest
 
 from jaxinterp import assets
+from tests.helpers import load_fixture
 from models.tokenizers import gguf_tokenizer, gpt2_tokenizer, minilm_tokenizer
-
-FIXTURES = pathlib.Path(__file__).parent / "fixtures"
-
-
-def _fixture(name):
-    path = FIXTURES / name
-    if not path.is_file():
-        pytest.skip(f"{path} has not been generated (tests/fixtures/make_reference_outputs.py)")
-    return np.load(path, allow_pickle=False)
-
 
 @pytest.fixture(scope="module")
 def gpt2():
@@ -25,7 +14,7 @@ def gpt2():
 
 
 @pytest.fixture(scope="module")
-def minilm():
+def minilm_tokens():
     return minilm_tokenizer()
 
 
@@ -57,10 +46,10 @@ def test_gpt2_round_trip(gpt2, text):
     assert gpt2.decode(gpt2.encode(text).ids) == text
 
 
-def test_minilm_known_encoding(minilm):
-    encoding = minilm.encode("Hello world")
+def test_minilm_known_encoding(minilm_tokens):
+    encoding = minilm_tokens.encode("Hello world")
     assert encoding.ids == [101, 7592, 2088, 102]
-    assert minilm.decode(encoding.ids) == "hello world"
+    assert minilm_tokens.decode(encoding.ids) == "hello world"
 
 
 def test_minilm_pads_batches_and_truncates():
@@ -71,16 +60,16 @@ def test_minilm_pads_batches_and_truncates():
     assert short.ids[-1] == tokenizer.token_to_id("[PAD]") and short.attention_mask[-1] == 0
 
 
-def test_minilm_matches_hugging_face(minilm):
-    reference = _fixture("minilm_reference.npz")
-    encodings = minilm.encode_batch([str(text) for text in reference["texts"]])
+def test_minilm_matches_hugging_face(minilm_tokens):
+    reference = load_fixture("minilm_reference.npz")
+    encodings = minilm_tokens.encode_batch([str(text) for text in reference["texts"]])
     np.testing.assert_array_equal([encoding.ids for encoding in encodings], reference["input_ids"])
     np.testing.assert_array_equal([encoding.attention_mask for encoding in encodings], reference["attention_mask"])
     np.testing.assert_array_equal([encoding.type_ids for encoding in encodings], reference["token_type_ids"])
 
 
 def test_smollm2_matches_hugging_face(smollm2):
-    reference = _fixture("smollm2_reference.npz")
+    reference = load_fixture("smollm2_reference.npz")
     index = 0
     while f"prompt_{index}" in reference.files:
         prompt = str(reference[f"prompt_{index}"])

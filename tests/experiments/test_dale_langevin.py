@@ -9,8 +9,7 @@ import jax.random as jr
 import numpy as np
 
 from experiments.dale_langevin.config import DaleLangevinConfig
-from experiments.dale_langevin.run import SHARK_DRIFT_EVALUATIONS_PER_STEP, SLUG, main
-from experiments.dale_langevin.train import train
+from experiments.dale_langevin.run import SHARK_DRIFT_EVALUATIONS_PER_STEP, SLUG, main, train_network
 from experiments.record import results_dir
 from jaxinterp.dynamics import gbm
 from models.score_net import ScoreUNet
@@ -32,11 +31,14 @@ def _tiny_problem():
 
 def test_resumed_training_equals_uninterrupted_training(tmp_path):
     net, data, loss = _tiny_problem()
-    settings = dict(key=jr.key(2), batch_size=8, learning_rate=1e-2, warmup_steps=2, checkpoint_every=2)
-    uninterrupted, uninterrupted_loss = train(net, loss, data, steps=6, **settings)
+    config = dataclasses.replace(
+        DaleLangevinConfig.quick(), batch_size=8, learning_rate=1e-2, warmup_steps=2, checkpoint_every=2
+    )
+    settings = {"key": jr.key(2), "description": "test"}
+    uninterrupted, full = train_network(net, loss, data, config, steps=6, checkpoint=None, **settings)
     checkpoint = tmp_path / "state.eqx"
-    interrupted, _ = train(net, loss, data, steps=3, checkpoint=checkpoint, **settings)
-    resumed, resumed_loss = train(net, loss, data, steps=6, checkpoint=checkpoint, **settings)
+    interrupted, first = train_network(net, loss, data, config, steps=3, checkpoint=checkpoint, **settings)
+    resumed, second = train_network(net, loss, data, config, steps=6, checkpoint=checkpoint, **settings)
 
     def arrays(model):
         return jax.tree.leaves(eqx.filter(model, eqx.is_array))
@@ -45,7 +47,9 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path):
     assert any(not np.array_equal(a, b) for a, b in zip(arrays(interrupted), arrays(uninterrupted)))
     for a, b in zip(arrays(resumed), arrays(uninterrupted)):
         np.testing.assert_array_equal(a, b)
-    assert resumed_loss == uninterrupted_loss
+    assert second["resumed_from_step"] == 3 and second["steps"] == 6 == len(second["loss"])
+    assert second["loss"] == full["loss"] and second["final_loss"] == full["final_loss"]
+    assert first["loss"] == full["loss"][:3]
 
 
 def test_smoke_run_writes_results_and_keeps_dale_samples_positive():
@@ -68,6 +72,10 @@ def test_smoke_run_writes_results_and_keeps_dale_samples_positive():
     assert record["config"]["num_levels"] == 3
     assert (out / "samples_digits.png").stat().st_size > 0
     assert (out / "results.md").read_text().count("| digits |") == 6
+    training = record["metrics"]["digits"]["training"]
+    assert set(training) == {"classifier", "gbm", "ve", "vp"}
+    assert training["classifier"]["steps"] == 2 and len(training["gbm"]["loss"]) == 2
+    assert all(np.isfinite(t["final_loss"]) and t["wall_time_s"] > 0 for t in training.values())
     samplers = metrics["digits"]["samplers"]
     assert set(samplers) == {
         "training images (reference)",

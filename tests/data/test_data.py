@@ -8,10 +8,7 @@ import pytest
 from jaxinterp import assets, data
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("JAXINTERP_OFFLINE", "1")
-    monkeypatch.setenv("JAXINTERP_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("offline_cache")
 
 
 def _check_images(images, labels, count, side):
@@ -132,7 +129,7 @@ def test_sst2_truncated_copy(tmp_path):
 
 
 def test_sst2_missing_folder(monkeypatch, tmp_path):
-    monkeypatch.setenv("JAXINTERP_SHARED_DATA", str(tmp_path))
+    monkeypatch.setenv("JAXINTERP_DATA", str(tmp_path))
     with pytest.raises(assets.AssetNotFoundError, match="jaxinterp assets install sst2"):
         data.sst2("dev")
 

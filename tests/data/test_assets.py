@@ -1,6 +1,7 @@
 import dataclasses
 import io
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -10,9 +11,7 @@ from jaxinterp import assets, cli
 
 
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("JAXINTERP_OFFLINE", "1")
-    monkeypatch.setenv("JAXINTERP_CACHE", str(tmp_path / "cache"))
+def _offline(offline_cache, monkeypatch):
     for asset in assets.ASSETS.values():
         monkeypatch.delenv(asset.environment_variable, raising=False)
 
@@ -83,10 +82,26 @@ def test_missing_asset_error_names_every_place_and_the_command(monkeypatch, tmp_
     assert "$JAXINTERP_ASSET_MINILM_L6" in message
 
 
-def test_shared_data_folder_is_configurable(monkeypatch, tmp_path):
-    monkeypatch.setenv("JAXINTERP_SHARED_DATA", str(tmp_path / "elsewhere"))
+def test_data_directory_is_configurable(monkeypatch, tmp_path):
+    monkeypatch.setenv("JAXINTERP_DATA", str(tmp_path / "elsewhere"))
     with pytest.raises(assets.AssetNotFoundError, match="elsewhere/sst2 does not exist"):
         assets.resolve("sst2")
+    monkeypatch.delenv("JAXINTERP_DATA")
+    with pytest.raises(assets.AssetNotFoundError, match=r"data directory: not set.*JAXINTERP_DATA"):
+        assets.resolve("sst2")
+    (tmp_path / "mine" / "sst2").mkdir(parents=True)
+    for name in ("train.tsv", "dev.tsv", "test.tsv"):
+        (tmp_path / "mine" / "sst2" / name).write_text("label\tsentence\n")
+    assets.set_data_dir(tmp_path / "mine")
+    try:
+        assert assets.resolve("sst2") == tmp_path / "mine" / "sst2"
+    finally:
+        assets.set_data_dir(None)
+
+
+def test_nothing_resolves_relative_to_the_source_tree():
+    source = (pathlib.Path(assets.__file__)).read_text()
+    assert "__file__" not in source and "shared" + "/data" not in source
 
 
 def test_unknown_asset_lists_known_ones():
@@ -110,7 +125,7 @@ def _serve(content: bytes, requested: list):
 
 def test_download_fills_the_cache_and_checks_the_digest(monkeypatch, tmp_path):
     real_file = assets.resolve("ag_news") / "test.csv"
-    monkeypatch.setenv("JAXINTERP_SHARED_DATA", str(tmp_path / "no-shared-data"))
+    monkeypatch.setenv("JAXINTERP_DATA", str(tmp_path / "no-shared-data"))
     requested = []
     monkeypatch.setattr(assets.urllib.request, "urlopen", _serve(real_file.read_bytes(), requested))
     location = assets.resolve("ag_news", download=True)
@@ -121,7 +136,7 @@ def test_download_fills_the_cache_and_checks_the_digest(monkeypatch, tmp_path):
 
 
 def test_download_with_wrong_digest_keeps_nothing(monkeypatch, tmp_path):
-    monkeypatch.setenv("JAXINTERP_SHARED_DATA", str(tmp_path / "no-shared-data"))
+    monkeypatch.setenv("JAXINTERP_DATA", str(tmp_path / "no-shared-data"))
     monkeypatch.setattr(assets.urllib.request, "urlopen", _serve(b"label,title,description\n", []))
     with pytest.raises(assets.AssetIntegrityError, match="72b844642f92fb74fe397f0d1dd8a46d4cfd6fff60bc5c1a214fe40c"):
         assets.resolve("ag_news", download=True)
@@ -129,7 +144,7 @@ def test_download_with_wrong_digest_keeps_nothing(monkeypatch, tmp_path):
 
 
 def test_failed_download_is_reported_as_a_place_looked_at(monkeypatch, tmp_path):
-    monkeypatch.setenv("JAXINTERP_SHARED_DATA", str(tmp_path / "no-shared-data"))
+    monkeypatch.setenv("JAXINTERP_DATA", str(tmp_path / "no-shared-data"))
 
     def unreachable(url, timeout):
         raise assets.urllib.request.URLError("no route to host")
@@ -304,7 +319,7 @@ def test_cli_assets_install_reports_a_failed_command(monkeypatch, capsys):
 
 
 def test_install_of_shared_data_offline_says_where_to_put_it(monkeypatch, tmp_path, capsys, commands_run):
-    monkeypatch.setenv("JAXINTERP_SHARED_DATA", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("JAXINTERP_DATA", str(tmp_path / "elsewhere"))
     assert cli.main(["assets", "install", "ag_news"]) == 1
     assert commands_run == []
     out = capsys.readouterr().out

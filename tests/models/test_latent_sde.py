@@ -45,17 +45,29 @@ def _parameters(mlp: eqx.nn.MLP) -> list:
     return [getattr(layer, name) for layer in mlp.layers for name in ("weight", "bias")]
 
 
+def _per_example(model: LatentSDE, ts, xs, mask, key):
+    """`model.solve` mapped over the batch, with a key per series."""
+    keys = jax.random.split(key, xs.shape[0])
+    return jax.vmap(lambda x, m, k: model.solve(ts, x, m, key=k))(xs, mask, keys)
+
+
 def _elbo_terms(model: LatentSDE, ts, xs, mask, key):
-    """`(MSE, KL(q(z0) || N(0, I)), path KL)`, each a mean over the batch."""
-    predictions, mean, logstd, path_kl, _ = model.solve(ts, xs, mask, key=key)
+    """`(MSE, KL(q(z0) || N(0, I)), path KL)`, each a mean over the batch (solved as one joint state)."""
+    predictions, mean, logstd, path_kl, _ = model.solve_batch(ts, xs, mask, key=key)
     mse = jnp.mean((predictions - xs) ** 2)
     kl_z0 = jnp.mean(jnp.sum(0.5 * (mean**2 + jnp.exp(2 * logstd) - 1) - logstd, axis=-1))
     return mse, kl_z0, jnp.mean(path_kl)
 
 
-@pytest.mark.parametrize("batching", ["state", "vmap"])
+@pytest.mark.parametrize("batching", ["joint", "per_example"])
 def test_path_kl_known_answer(getkey, batching):
-    model = _model(getkey(), batching=batching, noise_scale=0.5, min_noise=0.01)
+    model = _model(getkey(), noise_scale=0.5, min_noise=0.01)
+
+    def solve(model, xs, mask, key):
+        return (
+            model.solve_batch(TS, xs, mask, key=key) if batching == "joint" else _per_example(model, TS, xs, mask, key)
+        )
+
     drift, delta, logit = 0.4, 0.3, 0.7
     constant = eqx.tree_at(
         lambda m: (m.posterior_drift, m.prior_drift, m.diffusion),
@@ -67,7 +79,7 @@ def test_path_kl_known_answer(getkey, batching):
         ),
     )
     xs, mask = _data(getkey())
-    _, _, _, path_kl, _ = constant.solve(TS, xs, mask, key=getkey())
+    _, _, _, path_kl, _ = solve(constant, xs, mask, getkey())
     sigma = 0.01 + 0.5 / (1 + np.exp(-logit))
     expected = 0.5 * (delta / sigma) ** 2 * (2.0 - 0.0) * LATENT
     np.testing.assert_allclose(path_kl, np.full(3, expected), rtol=1e-5)
@@ -85,65 +97,65 @@ def test_path_kl_known_answer(getkey, batching):
         [widened, *_parameters(prior)[1:]],
     )
     key = getkey()
-    _, _, _, path_kl_same, _ = same.solve(TS, xs, mask, key=key)
-    _, _, _, path_kl_model, _ = model.solve(TS, xs, mask, key=key)
+    _, _, _, path_kl_same, _ = solve(same, xs, mask, key)
+    _, _, _, path_kl_model, _ = solve(model, xs, mask, key)
     np.testing.assert_allclose(path_kl_same, 0.0, atol=1e-9)
     assert np.all(np.asarray(path_kl_model) > 1e-2)
 
 
 def test_shapes_batching_and_heuristics(getkey):
-    model_key, key = getkey(), getkey()
+    model, key = _model(getkey()), getkey()
     xs, mask = _data(getkey())
-    state = _model(model_key)
-    per_example = _model(model_key, batching="vmap")
 
-    predictions, mean, logstd, path_kl, heuristics = state.solve(TS, xs, mask, key=key)
-    assert predictions.shape == (3, len(TS), DATA) and mean.shape == logstd.shape == (
-        3,
-        LATENT,
-    )
+    predictions, mean, logstd, path_kl, heuristics = model.solve_batch(TS, xs, mask, key=key)
+    assert predictions.shape == (3, len(TS), DATA) and mean.shape == logstd.shape == (3, LATENT)
     assert path_kl.shape == (3,) and heuristics.nfe.shape == ()
     assert int(heuristics.nfe) == 2 * int(heuristics.num_steps) > 0  # Heun: two evaluations a step
     assert np.isfinite(float(heuristics.error)) and float(heuristics.error) > 0
 
-    outputs = per_example.solve(TS, xs, mask, key=key)
+    outputs = _per_example(model, TS, xs, mask, key)
     assert outputs[0].shape == predictions.shape and outputs[1].shape == outputs[2].shape == (3, LATENT)
     assert outputs[3].shape == (3,) and outputs[4].nfe.shape == (3,)
     assert np.all(outputs[4].nfe > 0) and np.all(np.isfinite(outputs[4].error))
+    np.testing.assert_allclose(outputs[1], mean, rtol=1e-5, atol=1e-6)  # the encoding does not depend on the key
 
-    # A batch of one with `batching="vmap"` is the unbatched solve with the example's key.
-    single = state.solve(TS, xs[0], mask[0], key=jax.random.split(key, 1)[0])
+    # A joint batch of one is the one-example solve with the same key (the same `z0` and Brownian path).
+    single = model.solve(TS, xs[0], mask[0], key=key)
     assert single[0].shape == (len(TS), DATA) and single[3].shape == () and single[4].nfe.shape == ()
-    batched = per_example.solve(TS, xs[:1], mask[:1], key=key)
-    for a, b in zip(jax.tree_util.tree_leaves(batched), jax.tree_util.tree_leaves(single)):
-        np.testing.assert_allclose(a[0], b, rtol=1e-5, atol=1e-6)
+    joint_of_one = model.solve_batch(TS, xs[:1], mask[:1], key=key)
+    for a, b in zip(jax.tree_util.tree_leaves(joint_of_one), jax.tree_util.tree_leaves(single), strict=True):
+        np.testing.assert_allclose(a[0] if a.shape else a, b, rtol=1e-5, atol=1e-6)
 
     changed = xs.at[:, 5:].set(100.0)  # only unobserved points change
-    np.testing.assert_allclose(state(TS, changed, mask, key=key), predictions, atol=1e-6)
-    generated = state.sample_prior(TS, key=key, num_samples=4)
-    assert generated.shape == (4, len(TS), DATA)
-    # Generation per example: each series starts from its own key's `z0`. (Adaptive SDE steps are sensitive to
-    # rounding, so a mapped and a looped solve of one example agree only before the first step.)
+    np.testing.assert_allclose(model.solve_batch(TS, changed, mask, key=key)[0], predictions, atol=1e-6)
+    np.testing.assert_allclose(model(TS, changed[0], mask[0], key=key), single[0], atol=1e-6)
+
+    # Generation per series: each starts from its own key's `z0`. (Adaptive SDE steps are sensitive to rounding, so
+    # a mapped and a looped solve of one series agree only before the first step.)
     keys = jax.random.split(key, 4)
-    separately = jnp.stack([state.sample_prior(TS, key=k) for k in keys])
-    mapped = per_example.sample_prior(TS, key=key, num_samples=4)
-    assert separately.shape == mapped.shape == generated.shape
+    mapped = jax.vmap(lambda k: model.sample_prior(TS, key=k))(keys)
+    separately = jnp.stack([model.sample_prior(TS, key=k) for k in keys])
+    assert mapped.shape == separately.shape == (4, len(TS), DATA)
     np.testing.assert_allclose(mapped[:, 0], separately[:, 0], rtol=1e-5, atol=1e-6)
-    assert not np.allclose(mapped[:, 0], generated[:, 0], atol=1e-3)
+    assert not np.allclose(mapped[0, 0], mapped[1, 0], atol=1e-3)
 
 
 def test_keys_determine_samples(getkey):
     model = _model(getkey())
     xs, mask = _data(getkey())
     key, other = getkey(), getkey()
-    first, again, different = (model.solve(TS, xs, mask, key=k) for k in (key, key, other))
+    first, again, different = (model.solve_batch(TS, xs, mask, key=k) for k in (key, key, other))
     for a, b in zip(jax.tree_util.tree_leaves(first), jax.tree_util.tree_leaves(again)):
         np.testing.assert_array_equal(a, b)
     assert not np.allclose(first[0], different[0], atol=1e-3)
     assert not np.allclose(first[3], different[3], rtol=1e-3)
-    generated = model.sample_prior(TS, key=key, num_samples=4)
-    np.testing.assert_array_equal(generated, model.sample_prior(TS, key=key, num_samples=4))
-    assert not np.allclose(generated, model.sample_prior(TS, key=other, num_samples=4), atol=1e-3)
+
+    def generate(k):
+        return jax.vmap(lambda k: model.sample_prior(TS, key=k))(jax.random.split(k, 4))
+
+    generated = generate(key)
+    np.testing.assert_array_equal(generated, generate(key))
+    assert not np.allclose(generated, generate(other), atol=1e-3)
     assert not np.allclose(generated[0], generated[1], atol=1e-3)
 
 
