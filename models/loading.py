@@ -75,9 +75,15 @@ def load_minilm(path: str | pathlib.Path | None = None) -> tuple[Transformer, "t
         ) from err
     h = hf["num_attention_heads"]
     cfg = bert_config(
-        vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=h,
-        d_head=hf["hidden_size"] // h, d_mlp=hf["intermediate_size"], max_positions=hf["max_position_embeddings"],
-        type_vocab_size=hf["type_vocab_size"], norm_eps=hf["layer_norm_eps"],
+        vocab_size=hf["vocab_size"],
+        d_model=hf["hidden_size"],
+        n_layers=hf["num_hidden_layers"],
+        n_heads=h,
+        d_head=hf["hidden_size"] // h,
+        d_mlp=hf["intermediate_size"],
+        max_positions=hf["max_position_embeddings"],
+        type_vocab_size=hf["type_vocab_size"],
+        norm_eps=hf["layer_norm_eps"],
     )
     t = {
         "token_embed": raw["embeddings.word_embeddings.weight"],
@@ -152,10 +158,16 @@ def load_smollm2(path: str | pathlib.Path | None = None) -> tuple[Transformer, "
     d = _gguf_field(reader, "llama.embedding_length")
     raw = {tensor.name: dequantize(tensor.data, tensor.tensor_type) for tensor in reader.tensors}
     cfg = llama_config(
-        vocab_size=raw["token_embd.weight"].shape[0], d_model=d, n_layers=_gguf_field(reader, "llama.block_count"),
-        n_heads=h, n_kv_heads=kvh, d_head=d // h, d_mlp=_gguf_field(reader, "llama.feed_forward_length"),
+        vocab_size=raw["token_embd.weight"].shape[0],
+        d_model=d,
+        n_layers=_gguf_field(reader, "llama.block_count"),
+        n_heads=h,
+        n_kv_heads=kvh,
+        d_head=d // h,
+        d_mlp=_gguf_field(reader, "llama.feed_forward_length"),
         norm_eps=_gguf_field(reader, "llama.attention.layer_norm_rms_epsilon"),
-        rope_theta=_gguf_field(reader, "llama.rope.freq_base"), rope_interleaved=True,
+        rope_theta=_gguf_field(reader, "llama.rope.freq_base"),
+        rope_interleaved=True,
         tie_embeddings="output.weight" not in raw,
     )
     t = {"token_embed": raw["token_embd.weight"], "ln_final.weight": raw["output_norm.weight"]}

@@ -4,6 +4,7 @@ Inside, activations are channel-last (`[height, width, channels]`): XLA:CPU runs
 times slower inside loop bodies (jax-ml/jax#12868), and samplers call the network inside `lax.scan`.
 """
 
+import itertools
 import math
 
 import equinox as eqx
@@ -164,7 +165,7 @@ class ScoreUNet(eqx.Module):
         self.embedding = TimeEmbedding(embed_dim, key=next(keys))
         self.conv_in = Conv(channels, widths[0], 3, key=next(keys))
         self.down_blocks = [ResidualBlock(w, w, embed_dim, key=next(keys)) for w in widths]
-        self.downsample = [Conv(w_in, w_out, 3, stride=2, key=next(keys)) for w_in, w_out in zip(widths, widths[1:])]
+        self.downsample = [Conv(w_in, w_out, 3, stride=2, key=next(keys)) for w_in, w_out in itertools.pairwise(widths)]
         self.middle = ResidualBlock(widths[-1], widths[-1], embed_dim, key=next(keys))
         ups = [widths[-1]] + list(reversed(widths[1:]))
         self.up_blocks = [

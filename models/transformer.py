@@ -64,6 +64,7 @@ class TransformerConfig:
         return self.n_kv_heads or self.n_heads
 
 
+# fmt: off
 def bert_config(**overrides) -> TransformerConfig:
     """A BERT-style encoder config (post-LN, GELU, learned positions, token types); MiniLM-L6 sizes by default."""
     base = dict(
@@ -91,6 +92,7 @@ def llama_config(**overrides) -> TransformerConfig:
         bias=False,
     )
     return TransformerConfig(**{**base, **overrides})
+# fmt: on
 
 
 def _normal(key, shape, scale=0.02):

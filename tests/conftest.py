@@ -13,7 +13,7 @@ os.environ.setdefault("JAXINTERP_OFFLINE", "1")
 # the data sets kept as plain files (SST-2, AG News) are in the shared data folder beside the checkout
 os.environ.setdefault("JAXINTERP_DATA", str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"))
 
-from jaxinterp import compilation_cache  # noqa: E402
+from jaxinterp import compilation_cache
 
 compilation_cache.enable()
 
@@ -67,3 +67,11 @@ def smollm2():
     import models
 
     return models.load("smollm2-135m")
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that loads real pretrained weights (through the `minilm` or `smollm2` fixtures) is marked
+    `pretrained`."""
+    for item in items:
+        if {"minilm", "smollm2"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.pretrained)

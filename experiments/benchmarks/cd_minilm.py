@@ -81,8 +81,14 @@ class Config:
 
 FULL = Config()
 QUICK = Config(
-    batch=4, seq_len=16, repeats=2, head_repeats=2, official_rules=False, map_batch_sizes=(24,),
-    per_layer_sweep=False, rss=False,
+    batch=4,
+    seq_len=16,
+    repeats=2,
+    head_repeats=2,
+    official_rules=False,
+    map_batch_sizes=(24,),
+    per_layer_sweep=False,
+    rss=False,
 )
 
 
@@ -342,8 +348,10 @@ def bench_decomposition(config: Config, model, ids, attention) -> dict:
     variants = {"cd": decompose}
     if config.official_rules:
         variants["cd_official_rules"] = decompose_official
-    compiled = {name: compile_timed(jax.vmap(fn, in_axes=(None, 0, 0, 0)), model, ids, attention, masks)
-                for name, fn in variants.items()}
+    compiled = {
+        name: compile_timed(jax.vmap(fn, in_axes=(None, 0, 0, 0)), model, ids, attention, masks)
+        for name, fn in variants.items()
+    }
     thunks = {"forward": blocking(fwd.call, model, ids, attention)}
     thunks |= {name: blocking(c.call, model, ids, attention, masks) for name, c in compiled.items()}
     times = interleaved_medians(thunks, config.repeats)
@@ -368,7 +376,8 @@ def bench_decomposition(config: Config, model, ids, attention) -> dict:
             "over_forward_cpu": entry["cpu_s"] / base["cpu_s"],
             "over_forward_gflops": entry["gflops"] / base["gflops"] if entry["gflops"] and base["gflops"] else None,
             "over_forward_bytes_accessed": entry["bytes_accessed_gb"] / base["bytes_accessed_gb"]
-            if entry["bytes_accessed_gb"] and base["bytes_accessed_gb"] else None,
+            if entry["bytes_accessed_gb"] and base["bytes_accessed_gb"]
+            else None,
             "over_forward_activations_memory": entry["memory"]["activations_bytes"]
             / base["memory"]["activations_bytes"],
             "over_forward_total_memory": entry["memory"]["total_bytes"] / base["memory"]["total_bytes"],
@@ -468,41 +477,74 @@ def summary_rows(record: dict) -> list[dict]:
             continue
         entry, label = dec[name], labels[name]
         rows += [
-            {"measure": f"{label}, {size}, 3-token source", "value": f"{entry['wall_s']:.3f} s",
-             "note": compile_note(entry)},
-            {"measure": f"{label} / forward, wall time", "value": f"{entry['over_forward_wall']:.2f}x",
-             "note": f"target <= 2.5x; CPU time {entry['over_forward_cpu']:.2f}x"},
+            {
+                "measure": f"{label}, {size}, 3-token source",
+                "value": f"{entry['wall_s']:.3f} s",
+                "note": compile_note(entry),
+            },
+            {
+                "measure": f"{label} / forward, wall time",
+                "value": f"{entry['over_forward_wall']:.2f}x",
+                "note": f"target <= 2.5x; CPU time {entry['over_forward_cpu']:.2f}x",
+            },
         ]
     cd = dec["cd"]
     if cd["over_forward_gflops"]:
-        rows.append({"measure": "CD-T / forward, XLA flop estimate", "value": f"{cd['over_forward_gflops']:.2f}x",
-                     "note": f"{cd['gflops']:.1f} / {fwd['gflops']:.1f} GFLOP"})
+        rows.append(
+            {
+                "measure": "CD-T / forward, XLA flop estimate",
+                "value": f"{cd['over_forward_gflops']:.2f}x",
+                "note": f"{cd['gflops']:.1f} / {fwd['gflops']:.1f} GFLOP",
+            }
+        )
     if cd["over_forward_bytes_accessed"]:
-        rows.append({"measure": "CD-T / forward, XLA memory-traffic estimate",
-                     "value": f"{cd['over_forward_bytes_accessed']:.2f}x",
-                     "note": f"{cd['bytes_accessed_gb']:.2f} / {fwd['bytes_accessed_gb']:.2f} GB"})
+        rows.append(
+            {
+                "measure": "CD-T / forward, XLA memory-traffic estimate",
+                "value": f"{cd['over_forward_bytes_accessed']:.2f}x",
+                "note": f"{cd['bytes_accessed_gb']:.2f} / {fwd['bytes_accessed_gb']:.2f} GB",
+            }
+        )
     rows += [
-        {"measure": "CD-T / forward, peak memory: outputs + temporaries (XLA)",
-         "value": f"{cd['over_forward_activations_memory']:.2f}x",
-         "note": f"{cd['memory']['activations_bytes'] / mib:.0f} / {fwd['memory']['activations_bytes'] / mib:.0f} MiB"},
-        {"measure": "CD-T / forward, peak memory: + arguments (weights, inputs)",
-         "value": f"{cd['over_forward_total_memory']:.2f}x",
-         "note": f"{cd['memory']['total_bytes'] / mib:.0f} / {fwd['memory']['total_bytes'] / mib:.0f} MiB"},
+        {
+            "measure": "CD-T / forward, peak memory: outputs + temporaries (XLA)",
+            "value": f"{cd['over_forward_activations_memory']:.2f}x",
+            "note": f"{cd['memory']['activations_bytes'] / mib:.0f} / {fwd['memory']['activations_bytes'] / mib:.0f} MiB",
+        },
+        {
+            "measure": "CD-T / forward, peak memory: + arguments (weights, inputs)",
+            "value": f"{cd['over_forward_total_memory']:.2f}x",
+            "note": f"{cd['memory']['total_bytes'] / mib:.0f} / {fwd['memory']['total_bytes'] / mib:.0f} MiB",
+        },
     ]
     rss = record.get("rss")
     if rss and rss.get("forward") and rss.get("cd"):
-        rows.append({"measure": "CD-T / forward, process RSS growth during one call",
-                     "value": f"{rss['cd']['delta_mb'] / max(rss['forward']['delta_mb'], 1e-9):.2f}x",
-                     "note": f"{rss['cd']['delta_mb']:.0f} / {rss['forward']['delta_mb']:.0f} MiB"})
+        rows.append(
+            {
+                "measure": "CD-T / forward, process RSS growth during one call",
+                "value": f"{rss['cd']['delta_mb'] / max(rss['forward']['delta_mb'], 1e-9):.2f}x",
+                "note": f"{rss['cd']['delta_mb']:.0f} / {rss['forward']['delta_mb']:.0f} MiB",
+            }
+        )
     n = heads["n_sources"]
-    rows.append({"measure": f"{n} heads, {n} sequential calls", "value": f"{heads['sequential']['wall_s']:.2f} s",
-                 "note": f"one source = {heads['single_source_over_forward_wall']:.1f}x a forward of the sentence"})
+    rows.append(
+        {
+            "measure": f"{n} heads, {n} sequential calls",
+            "value": f"{heads['sequential']['wall_s']:.2f} s",
+            "note": f"one source = {heads['single_source_over_forward_wall']:.1f}x a forward of the sentence",
+        }
+    )
     labels = {"vmap": "one vmap over all masks", "per_layer_vmap": "one vmap per layer, lower layers computed once"}
     for name, entry in heads["variants"].items():
         label = labels.get(name, name.replace("lax_map_", "lax.map, batch "))
-        rows.append({"measure": f"{n} heads, {label} / sequential", "value": f"{entry['over_sequential_wall']:.2f}x",
-                     "note": f"{entry['wall_s']:.2f} s; CPU time {entry['over_sequential_cpu']:.2f}x; "
-                             f"compile {entry['compile_s']:.1f} s"})
+        rows.append(
+            {
+                "measure": f"{n} heads, {label} / sequential",
+                "value": f"{entry['over_sequential_wall']:.2f}x",
+                "note": f"{entry['wall_s']:.2f} s; CPU time {entry['over_sequential_cpu']:.2f}x; "
+                f"compile {entry['compile_s']:.1f} s",
+            }
+        )
     return rows
 
 

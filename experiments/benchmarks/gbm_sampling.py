@@ -208,7 +208,8 @@ def update_rule(config: Config) -> list[dict]:
         torch_x = _t(x_init)
         torch_score = _torch_lognormal_score(process)
         torch_s = _time_torch(
-            lambda: _torch_sample(update, torch_score, torch_x, np.asarray(ts), process, config.seed), config.repeats
+            lambda u=update, s=torch_score, x=torch_x: _torch_sample(u, s, x, np.asarray(ts), process, config.seed),
+            config.repeats,
         )
         torch_out = _torch_sample(update, torch_score, torch_x, np.asarray(ts), process, config.seed).numpy()
         rows.append(
@@ -292,9 +293,7 @@ def main(config: Config) -> dict:
     }
     out = results_dir("benchmarks")
     (out / f"{NAME}.json").write_text(json.dumps(record, indent=2))
-    table = [
-        {k: row[k] for k in ("workload", "jax_s", "jax_compile_s", "torch_s", "torch_over_jax")} for row in rows
-    ]
+    table = [{k: row[k] for k in ("workload", "jax_s", "jax_compile_s", "torch_s", "torch_over_jax")} for row in rows]
     print(markdown_table(table))
     return record
 

@@ -24,7 +24,7 @@ VARIANTS = ("unregularised", "error", "error+stiffness", "SDE unregularised", "S
 PAPER = {
     "claim": "P32: regularising the error / stiffness estimates of a latent ODE (PhysioNet) cuts prediction and "
     "training time at a similar test error; P22: latent ODEs model irregularly sampled series",
-    "source": "P32 (Pal et al. 2021), P22 (Kidger 2022); REFERENCE.md gives no latent-ODE numbers to compare with",
+    "source": "P32 (Pal et al. 2021), P22 (Kidger 2022); no latent-ODE numbers are quoted to compare with (docs/neural_de.md)",
 }
 
 

@@ -25,7 +25,7 @@ PAPER = {
     "mnist_test_nfe_error_regularised": 286.8,
     "mnist_test_accuracy_unregularised": 97.35,
     "mnist_test_accuracy_error_regularised": 97.78,
-    "source": "P32 (Pal et al. 2021), numbers of an independent re-implementation quoted in REFERENCE.md",
+    "source": "P32 (Pal et al. 2021), numbers of an independent re-implementation (docs/neural_de.md)",
 }
 
 

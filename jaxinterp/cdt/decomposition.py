@@ -156,7 +156,9 @@ class _Decomposer(Interpreter):
                 "jaxinterp.register_cd_rule, mark the surrounding operation as a composite (jaxinterp.composite), or "
                 "pass fallback='irrelevant' to credit its output to the irrelevant part."
             )
-        warnings.warn(f"cd: no rule for {eqn.name!r}{where}; its output is credited to the irrelevant part", stacklevel=2)
+        warnings.warn(
+            f"cd: no rule for {eqn.name!r}{where}; its output is credited to the irrelevant part", stacklevel=2
+        )
         return eqn.bind(*map(R.total, operands))
 
 
@@ -168,9 +170,7 @@ class _TagArguments(eqx.Module):
     n_args: int = eqx.field(static=True)
 
     def __call__(self, *args, **kwargs):
-        tagged = [
-            tag(a, f"args.{i}") if i < self.n_args and eqx.is_inexact_array(a) else a for i, a in enumerate(args)
-        ]
+        tagged = [tag(a, f"args.{i}") if i < self.n_args and eqx.is_inexact_array(a) else a for i, a in enumerate(args)]
         return self.f(*tagged, **kwargs)
 
 
@@ -257,7 +257,7 @@ def propagate(f: Callable, *args, rules: R.Rules = R.Rules(), fallback: str | No
     """
     totals = jax.tree_util.tree_map(_plain, args, is_leaf=R.is_pair)
     closed, flat, rebuild = trace(f, totals, {})
-    keep = lambda x: R.is_pair(x) or eqx.is_array(x)  # noqa: E731
+    keep = lambda x: R.is_pair(x) or eqx.is_array(x)
     leaves = jax.tree_util.tree_leaves(eqx.filter((f, args, {}), keep, is_leaf=R.is_pair), is_leaf=R.is_pair)
     if len(leaves) != len(flat):
         raise ValueError("propagate: the decomposed arguments do not line up with the traced inputs")

@@ -142,7 +142,7 @@ def nonlinear_rule(f: Callable, operands: Sequence, variant: str, *, elementwise
         return f(*(getattr(o, part) if is_pair(o) else o for o in operands))
 
     out = f(*(total(o) for o in operands))
-    outside_domain = lambda part: jnp.isfinite(out) & ~jnp.isfinite(part)  # noqa: E731
+    outside_domain = lambda part: jnp.isfinite(out) & ~jnp.isfinite(part)
     if variant == "acd":
         # f(rel) - f(0): ACD's f(rel) for the ReLU it was written for, and no relevance without a source when f(0) != 0
         zeros = f(*(jnp.zeros_like(o.rel) if is_pair(o) else o for o in operands))

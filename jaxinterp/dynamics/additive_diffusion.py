@@ -111,7 +111,7 @@ class VariancePreserving(AbstractAdditiveDiffusion):
 def denoising_score_matching_loss(
     score_fn: ScoreFn,
     process: AbstractAdditiveDiffusion,
-    x0: Float[ArrayLike, "batch *shape"],
+    x0: Float[ArrayLike, " batch *shape"],
     *,
     key: PRNGKeyArray,
     t_min: float = 1e-3,
@@ -144,11 +144,11 @@ def denoising_score_matching_loss(
 def euler_maruyama_sample(
     score_fn: ScoreFn,
     process: AbstractAdditiveDiffusion,
-    x_init: Float[ArrayLike, "batch *shape"],
+    x_init: Float[ArrayLike, " batch *shape"],
     ts: Float[ArrayLike, " levels"],
     *,
     key: PRNGKeyArray,
-) -> Float[Array, "batch *shape"]:
+) -> Float[Array, " batch *shape"]:
     """Euler-Maruyama for the reverse-time SDE `dX = (f - g^2 s) dt + g dW`, one `lax.scan` over the levels.
 
     Step `k` evaluates at `ts[k]` with step `ts[k] - ts[k+1]` (and `ts[-1]` for the last level, which adds no noise),

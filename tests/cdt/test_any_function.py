@@ -154,3 +154,66 @@ def test_equinox_model(getkey):
     model = EquinoxBlock(getkey())
     mask = jnp.zeros((1, 6, 6)).at[:, :3, :].set(1.0)
     assert_complete(model, image, mask)
+
+
+class FlaxSequenceModel(nn.Module):
+    """Embeddings, an RMS norm, batch norm in inference mode, average pooling and a GRU and an LSTM cell."""
+
+    @nn.compact
+    def __call__(self, ids, features):
+        h = nn.Embed(20, 6)(ids) + nn.Dense(6)(features)
+        h = nn.RMSNorm()(h)
+        h = nn.BatchNorm(use_running_average=True)(h)
+        h = nn.avg_pool(h[None], (2,), strides=(1,))[0]
+        gru, lstm = nn.GRUCell(6), nn.LSTMCell(6)
+        carry_gru = gru.initialize_carry(jax.random.key(0), h[0].shape)
+        carry_lstm = lstm.initialize_carry(jax.random.key(0), h[0].shape)
+        for t in range(h.shape[0]):
+            carry_gru, out_gru = gru(carry_gru, h[t])
+            carry_lstm, out_lstm = lstm(carry_lstm, out_gru)
+        return nn.Dense(2)(out_lstm)
+
+
+def test_flax_embeddings_norms_pooling_and_recurrent_cells(getkey):
+    ids, features = jnp.array([3, 1, 4, 1, 5]), jax.random.normal(getkey(), (5, 4))
+    net = FlaxSequenceModel()
+    variables = net.init(getkey(), ids, features)
+    variables = jax.tree_util.tree_map(lambda v: v + 0.1 * jax.random.normal(getkey(), v.shape), variables)
+    mask = jnp.zeros((5, 1)).at[1:3].set(1.0)
+    assert_complete(lambda x: net.apply(variables, ids, x), features, mask)
+
+
+class EquinoxSequenceModel(eqx.Module):
+    embedding: eqx.nn.Embedding
+    rms_norm: eqx.nn.RMSNorm
+    pool: eqx.nn.AvgPool1d
+    gru: eqx.nn.GRUCell
+    lstm: eqx.nn.LSTMCell
+
+    def __init__(self, key):
+        k1, k2, k3 = jax.random.split(key, 3)
+        self.embedding = eqx.nn.Embedding(20, 6, key=k1)
+        self.rms_norm = eqx.nn.RMSNorm(6)
+        self.pool = eqx.nn.AvgPool1d(2, 1)
+        self.gru = eqx.nn.GRUCell(6, 6, key=k2)
+        self.lstm = eqx.nn.LSTMCell(6, 6, key=k3)
+
+    def __call__(self, ids, features):
+        h = jax.vmap(self.rms_norm)(jax.vmap(self.embedding)(ids) + features)
+        h = self.pool(h.T).T
+
+        def step(carry, x):
+            g, (c_h, c_c) = carry
+            g = self.gru(x, g)
+            return (g, self.lstm(g, (c_h, c_c))), None
+
+        zeros = jnp.zeros(6)
+        (_, (out, _)), _ = lax.scan(step, (zeros, (zeros, zeros)), h)
+        return out
+
+
+def test_equinox_embeddings_norms_pooling_and_recurrent_cells(getkey):
+    ids, features = jnp.array([3, 1, 4, 1, 5]), jax.random.normal(getkey(), (5, 6))
+    mask = jnp.zeros((5, 1)).at[1:3].set(1.0)
+    model = EquinoxSequenceModel(getkey())
+    assert_complete(lambda x: model(ids, x), features, mask)

@@ -1,4 +1,3 @@
-
 import equinox as eqx
 import flax.linen as nn
 import hypothesis.strategies as st
@@ -16,6 +15,7 @@ from tests.helpers import load_fixture, relative_error, relative_size, tiny_tran
 SEQ = 6
 
 
+@pytest.mark.slow
 @settings(max_examples=8, deadline=None, derandomize=True)
 @given(
     kind=st.sampled_from(["bert", "gpt2", "llama"]),
@@ -122,7 +122,9 @@ def explicit_bert_cdt(model, tokens, positions, tol=1e-8):
         heads = lambda t: t.reshape(t.shape[0], cfg.n_heads, cfg.d_head).transpose(1, 0, 2)
         pattern = jax.nn.softmax(heads(q) @ heads(k).transpose(0, 2, 1) / np.sqrt(cfg.d_head), axis=-1)
         v_rel, v_irr = linear(rel, irr, a.w_v.reshape(cfg.d_model, -1), a.b_v.reshape(-1))
-        mix = lambda v: (pattern @ heads(v)).transpose(1, 0, 2).reshape(tokens.shape[0], -1)
+        mix = lambda v, pattern=pattern, heads=heads: (
+            (pattern @ heads(v)).transpose(1, 0, 2).reshape(tokens.shape[0], -1)
+        )
         o_rel, o_irr = linear(mix(v_rel), mix(v_irr), a.w_o.reshape(-1, cfg.d_model), a.b_o)
         rel, irr = layer_norm(rel + o_rel, irr + o_irr, block.ln1)
         h_rel, h_irr = linear(rel, irr, block.mlp.w_in, block.mlp.b_in)
@@ -154,6 +156,7 @@ def test_minilm_matches_the_official_cdt_code(minilm_cdt):
         assert np.abs(irr[name] - ref["irr_layers"][i]).max() <= 1e-4 * max(scale, 1.0), name
 
 
+@pytest.mark.slow
 def test_vmap_over_all_72_head_masks_equals_separate_calls(minilm_cdt, float64):
     model, tokens = float64(minilm_cdt[0]), minilm_cdt[1]
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
@@ -248,6 +251,6 @@ def test_an_embedding_lookup_of_data_is_irrelevant_until_the_source(getkey):
     alone = ji.cd(model, head)(tokens)
     with_zero_sources = ji.cd(model, [ji.Site("embed", 0.0), ji.Site("blocks.0.attn.z", 0.0), head])(tokens)
     np.testing.assert_allclose(alone[0], with_zero_sources[0], atol=1e-6)
-    _, before = ji.cd(model, head, targets="blocks.1.resid_pre")(tokens)
+    _, _before = ji.cd(model, head, targets="blocks.1.resid_pre")(tokens)
     rel_before, _ = ji.cd(model, head, targets="blocks.1.resid_pre")(tokens)
     assert float(jnp.abs(rel_before["blocks.1.resid_pre"]).max()) == 0.0

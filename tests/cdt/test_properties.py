@@ -104,7 +104,9 @@ def small_model_cases_without_sources(kind: str):
     return errors, rel_sizes, case_seeds
 
 
-@pytest.mark.parametrize("kind, variant", [(kind, variant) for kind in sorted(SMALL_MODELS) for variant in ACTIVATION_RULES])
+@pytest.mark.parametrize(
+    "kind, variant", [(kind, variant) for kind in sorted(SMALL_MODELS) for variant in ACTIVATION_RULES]
+)
 def test_small_models_all_zero_mask_leaves_nothing_relevant(kind, variant):
     errors, rel_sizes, case_seeds = small_model_cases_without_sources(kind)
     j = ACTIVATION_RULES.index(variant)

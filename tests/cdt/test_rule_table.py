@@ -81,7 +81,7 @@ def test_an_unregistered_composite_is_decomposed_primitive_by_primitive():
         return ji.composite("test_unregistered", lambda v: (jnp.tanh(v), v * 2.0), x)
 
     x, mask = jnp.array([0.3, -0.7]), jnp.array([1.0, 0.0])
-    (rel_a, rel_b), (irr_a, irr_b) = ji.cd(f, ji.Input(0, mask))(x)
+    (rel_a, rel_b), (irr_a, _irr_b) = ji.cd(f, ji.Input(0, mask))(x)
     np.testing.assert_allclose(rel_a + irr_a, jnp.tanh(x), rtol=1e-6)
     np.testing.assert_allclose(rel_b, 2.0 * mask * x)
 
@@ -104,7 +104,7 @@ def test_a_raw_mask_as_source_says_what_to_write():
 
 
 def test_a_mask_that_does_not_broadcast_names_the_site_and_both_shapes():
-    f = lambda x: ji.tag(x * 2.0, "h").sum()  # noqa: E731
+    f = lambda x: ji.tag(x * 2.0, "h").sum()
     with pytest.raises(ValueError, match=r"shape \(4,\).*site 'h', of shape \(3,\)"):
         ji.cd(f, ji.Site("h", jnp.ones(4)))(jnp.ones(3))
     with pytest.raises(ValueError, match=r"shape \(2, 3\).*argument 0, of shape \(3,\)"):
@@ -122,7 +122,7 @@ def test_an_input_on_token_ids_says_to_use_the_embedding():
 
 
 def test_nan_in_the_inputs_is_an_error_and_under_jit_on_request_and_inf_propagates():
-    f = lambda x: jnp.tanh(x) * 2.0  # noqa: E731
+    f = lambda x: jnp.tanh(x) * 2.0
     bad = jnp.array([0.5, jnp.nan])
     with pytest.raises(ValueError, match=r"input 0 of f \(shape \(2,\)\) contains NaN"):
         ji.cd(f, ji.Input(0))(bad)
@@ -144,7 +144,7 @@ def test_bad_fallback_and_rules_are_rejected():
 
 
 def test_cd_returns_a_pair_with_and_without_targets():
-    f = lambda x: ji.tag(x * 3.0, "h") + 1.0  # noqa: E731
+    f = lambda x: ji.tag(x * 3.0, "h") + 1.0
     out = ji.cd(f, ji.Input(0))(jnp.ones(2))
     assert isinstance(out, ji.Pair)
     np.testing.assert_allclose(out.total, f(jnp.ones(2)))

@@ -7,7 +7,6 @@ import pytest
 
 from jaxinterp import assets, data
 
-
 pytestmark = pytest.mark.usefixtures("offline_cache")
 
 
@@ -143,7 +142,7 @@ def test_ag_news():
 
 
 def test_ag_news_split_is_stratified_and_seeded():
-    texts, labels = data.ag_news()
+    texts, _labels = data.ag_news()
     (train_texts, train_labels), (heldout_texts, heldout_labels) = data.ag_news_split(seed=0)
     assert len(train_texts) == 6_000 and len(heldout_texts) == 1_600
     assert np.bincount(train_labels).tolist() == [1_500] * 4

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg
 import numpy as np
+import pytest
 
 from jaxinterp.dynamics.decomposed_solve import decompose_solution
 from models.neural_ode import NeuralODE
@@ -33,6 +34,7 @@ def test_linear_ode_relevant_part_is_the_solution_from_the_selected_features():
     np.testing.assert_allclose(decomposed.irr, propagator @ (y0 * (1 - mask)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_neural_ode_rel_plus_irr_is_the_plain_solution_for_every_solver(getkey):
     field = MLPField(eqx.nn.MLP(5, 4, 16, 2, activation=jnp.tanh, key=getkey()))
     y0 = jax.random.normal(getkey(), (4,))

@@ -58,7 +58,9 @@ def test_conditional_score_is_gradient_of_log_density():
         assert float(process.conditional_score(x, x0, t)) == pytest.approx(expected, rel=1e-5)
     z = 0.37
     x = x0 * jnp.exp(process.log_drift * t + process.sigma * jnp.sqrt(t) * z)
-    assert float(process.score_from_noise(z, x, t)) == pytest.approx(float(process.conditional_score(x, x0, t)), rel=1e-5)
+    assert float(process.score_from_noise(z, x, t)) == pytest.approx(
+        float(process.conditional_score(x, x0, t)), rel=1e-5
+    )
 
 
 def _lognormal_data(key, shape=(N_PATHS, 4)):
@@ -252,4 +254,4 @@ def test_additive_diffusion_coefficients_match_their_marginals():
         return 2 * jnp.log(process.mean_coefficient(t))
 
     slope = (log_a2(t + dt) - log_a2(t - dt)) / (2 * dt)
-    assert float(-process.diffusion(t) ** 2) == pytest.approx(float(slope), rel=1e-3)
+    assert float(-(process.diffusion(t) ** 2)) == pytest.approx(float(slope), rel=1e-3)

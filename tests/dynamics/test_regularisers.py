@@ -128,6 +128,7 @@ def _mlp_field(params, t, y):
     return w2 @ jnp.tanh(w1 @ y + b1)
 
 
+@pytest.mark.slow
 def test_regulariser_gradients_match_finite_differences():
     with jax.enable_x64(True):
         keys = jax.random.split(jax.random.key(0), 3)
@@ -229,6 +230,7 @@ def test_stiffness_needs_a_suitable_solver():
         )
 
 
+@pytest.mark.slow
 def test_regularised_fit_lowers_nfe():
     """Fit y(1) = 1.5 R y(0) (R a rotation by 2 radians) with and without the error regulariser."""
     angle = 2.0

@@ -4,8 +4,12 @@ with every figure present, positive and finite. No timing is asserted."""
 import json
 import math
 
+import pytest
+
 from experiments.benchmarks import cd_minilm
 from experiments.record import results_dir
+
+pytestmark = [pytest.mark.slow, pytest.mark.pretrained]  # the quick run decomposes the real MiniLM
 
 
 def positive_finite(value) -> bool:
@@ -29,8 +33,12 @@ def test_quick_run_writes_positive_finite_figures():
         for key in ("argument_bytes", "output_bytes", "temp_bytes", "total_bytes", "activations_bytes"):
             assert positive_finite(entry["memory"][key]), (name, key)
     for key in (
-        "over_forward_wall", "over_forward_cpu", "over_forward_gflops", "over_forward_bytes_accessed",
-        "over_forward_activations_memory", "over_forward_total_memory",
+        "over_forward_wall",
+        "over_forward_cpu",
+        "over_forward_gflops",
+        "over_forward_bytes_accessed",
+        "over_forward_activations_memory",
+        "over_forward_total_memory",
     ):
         assert positive_finite(dec["cd"][key]), key
     assert dec["cd"]["max_abs_rel_plus_irr_minus_forward"] <= 1e-3

@@ -7,12 +7,15 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+import pytest
 
 from experiments.dale_langevin.config import DaleLangevinConfig
 from experiments.dale_langevin.run import SHARK_DRIFT_EVALUATIONS_PER_STEP, SLUG, main, train_network
 from experiments.record import results_dir
 from jaxinterp.dynamics import gbm
 from models.score_net import ScoreUNet
+
+pytestmark = pytest.mark.slow  # experiment smoke runs take tens of seconds each
 
 
 def _tiny_problem():

@@ -36,8 +36,12 @@ def test_explain_scores_words_and_phrases_with_cd(classifier_and_tokenizer):
 
 
 def test_write_html(tmp_path, classifier_and_tokenizer):
-    result = {"prediction": "positive", "probability": 0.9, "words": [("good", 1.0), ("<b>", -0.5)],
-              "phrases": [("good <b>", 0.5)]}
+    result = {
+        "prediction": "positive",
+        "probability": 0.9,
+        "words": [("good", 1.0), ("<b>", -0.5)],
+        "phrases": [("good <b>", 0.5)],
+    }
     demo.write_html(tmp_path / "out.html", "good <b>", result)
     page = (tmp_path / "out.html").read_text()
     assert "&lt;b&gt;" in page and "positive" in page

@@ -3,12 +3,15 @@ import os
 import pathlib
 
 import numpy as np
+import pytest
 
 from experiments.latent_ode import config as latent_config
 from experiments.latent_ode import run as latent_run
 from experiments.regularized_node import config as node_config
 from experiments.regularized_node import rounding
 from experiments.regularized_node import run as node_run
+
+pytestmark = pytest.mark.slow  # experiment smoke runs take tens of seconds each
 
 
 def _results(slug: str) -> pathlib.Path:

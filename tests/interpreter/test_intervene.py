@@ -49,6 +49,7 @@ def test_intervention_must_keep_shape():
         ji.intervene(program, {"h": lambda v: v[:2]})(X)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, derandomize=True)
 @given(hnp.arrays(np.float32, st.integers(1, 6), elements=st.floats(-3, 3, width=32)))
 def test_identity_intervention_and_capture_preserve_output(x):

@@ -103,6 +103,7 @@ def test_path_kl_known_answer(getkey, batching):
     assert np.all(np.asarray(path_kl_model) > 1e-2)
 
 
+@pytest.mark.slow
 def test_shapes_batching_and_heuristics(getkey):
     model, key = _model(getkey()), getkey()
     xs, mask = _data(getkey())
@@ -196,6 +197,7 @@ def electricity_training():
     return first_grads, np.asarray(history)
 
 
+@pytest.mark.slow
 def test_gradients_reach_every_part(electricity_training):
     grads, _ = electricity_training
     for part in PARTS:

@@ -18,6 +18,7 @@ from models.neural_ode import BatchedField, MLPVectorField, NeuralODE, NeuralODE
 from models.neural_sde import DiagonalNoiseTerm, DiagonalSDESolve, NeuralSDE
 from tests.helpers import relative_error
 
+
 def _linear_ode(matrix, **kwargs) -> NeuralODE:
     """A neural ODE whose vector field is `f(t, y) = matrix @ y`: no hidden layer, zero bias and time weights."""
     size = matrix.shape[0]
@@ -27,6 +28,7 @@ def _linear_ode(matrix, **kwargs) -> NeuralODE:
     return eqx.tree_at(lambda m: (layer(m).weight, layer(m).bias), model, (weight, jnp.zeros(size)))
 
 
+@pytest.mark.slow
 def test_neural_ode_per_example_and_joint_batch_and_diffrax_reference(getkey):
     y0 = jax.random.normal(getkey(), (5, 3))
     ts = jnp.linspace(0.0, 1.0, 4)
@@ -65,6 +67,7 @@ def test_neural_ode_per_example_and_joint_batch_and_diffrax_reference(getkey):
     assert int(h1.num_steps) == int(h_vmap.num_steps[0])
 
 
+@pytest.mark.slow
 def test_classifier_per_example_and_joint_batch(getkey):
     x = jax.random.normal(getkey(), (6, 10))
     model = NeuralODEClassifier(10, 4, 3, 16, 1, rtol=1e-6, atol=1e-6, key=getkey())
@@ -163,6 +166,7 @@ def test_site_names_of_the_models(getkey):
     }
 
 
+@pytest.mark.slow
 def test_capture_reads_the_vector_field_at_the_last_stage_of_the_solve(getkey):
     """Inside diffrax's while loop `capture` keeps the last evaluation: Tsit5's last stage of the last (accepted)
     step, which is at `(t1, y(t1))` (first same as last)."""
@@ -214,6 +218,7 @@ def test_cd_through_a_linear_neural_ode_is_the_solution_from_the_selected_featur
     np.testing.assert_allclose(irr, propagator @ (y0 * (1 - mask)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cd_through_the_adaptive_solve_is_decompose_solution_on_its_steps(float64):
     """In float64 the controller inside `cd` (which sees the totals `rel + irr`) takes the plain solve's steps, so
     `cd` of the model is `decompose_solution` of its vector field. (In float32 the embedded error estimate, a small
@@ -228,6 +233,7 @@ def test_cd_through_the_adaptive_solve_is_decompose_solution_on_its_steps(float6
     np.testing.assert_allclose(irr, decomposed.irr, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_neural_cde_per_example_and_joint_batch_agree(getkey):
     ts = jnp.linspace(0.0, 1.0, 9)
     values = jax.random.normal(getkey(), (3, 9, 2))
@@ -244,6 +250,7 @@ def test_neural_cde_per_example_and_joint_batch_agree(getkey):
     np.testing.assert_allclose(model(ts, xs[2]), expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_neural_sde_samples(getkey):
     ts = jnp.linspace(0.0, 1.0, 6)
     y0 = jnp.ones((4, 2))
@@ -268,6 +275,7 @@ def test_neural_sde_samples(getkey):
     np.testing.assert_allclose(ys_vmap[1], model(y0[1], ts, key=keys[1]), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_neural_sde_adaptive_solve_converges_to_a_fine_fixed_step_solve():
     """Same Brownian path: the adaptive solve (revisiting rejected steps, as the noise is not commutative) approaches
     a fixed-step Heun solve with 4,000 steps as the tolerance shrinks."""
@@ -290,6 +298,7 @@ def test_neural_sde_adaptive_solve_converges_to_a_fine_fixed_step_solve():
     assert errors[2] < 0.02, errors
 
 
+@pytest.mark.slow
 def test_latent_ode_shapes_and_mask(getkey):
     ts = jnp.linspace(0.0, 2.0, 12)
     xs = jax.random.normal(getkey(), (3, 12, 2))

@@ -10,6 +10,7 @@ import pytest
 import models
 from tests.helpers import load_fixture
 
+
 def test_minilm_hidden_states_and_sentence_embeddings_match_reference(minilm):
     model, tokenizer = minilm
     ref = load_fixture("minilm_reference.npz")
@@ -23,6 +24,7 @@ def test_minilm_hidden_states_and_sentence_embeddings_match_reference(minilm):
     np.testing.assert_array_equal(ids, ref["input_ids"][0][: len(ids)])
 
 
+@pytest.mark.slow
 def test_smollm2_logits_match_reference_and_greedy_continuation(smollm2):
     model, tokenizer = smollm2
     ref = load_fixture("smollm2_reference.npz")

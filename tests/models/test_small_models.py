@@ -302,9 +302,7 @@ def test_gru_follows_the_pytorch_convention_of_equinox_gru_cell(getkey):
         (
             jnp.concatenate([g.input_weight for g in gates]),
             jnp.concatenate([g.hidden_weight for g in gates]),
-            jnp.concatenate(
-                [g.input_bias + g.hidden_bias for g in gates[:2]] + [model.candidate.input_bias]
-            ),
+            jnp.concatenate([g.input_bias + g.hidden_bias for g in gates[:2]] + [model.candidate.input_bias]),
             model.candidate.hidden_bias,
         ),
     )

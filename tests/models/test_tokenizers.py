@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from jaxinterp import assets
-from tests.helpers import load_fixture
 from models.tokenizers import gguf_tokenizer, gpt2_tokenizer, minilm_tokenizer
+from tests.helpers import load_fixture
+
 
 @pytest.fixture(scope="module")
 def gpt2():

@@ -9,7 +9,7 @@ from ._process import GeometricBrownianMotion, ScoreFn
 def multiplicative_score_matching_loss(
     score_fn: ScoreFn,
     process: GeometricBrownianMotion,
-    x0: Float[ArrayLike, "batch *shape"],
+    x0: Float[ArrayLike, " batch *shape"],
     *,
     key: PRNGKeyArray,
     t_min: float = 1e-3,

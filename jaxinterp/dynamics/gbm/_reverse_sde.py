@@ -13,7 +13,7 @@ _LEVY_AREAS = (diffrax.BrownianIncrement, diffrax.SpaceTimeLevyArea, diffrax.Spa
 def reverse_sde_sample(
     score_fn: ScoreFn,
     process: GeometricBrownianMotion,
-    x_init: Float[ArrayLike, "batch *shape"],
+    x_init: Float[ArrayLike, " batch *shape"],
     *,
     key: PRNGKeyArray,
     t_min: float = 1e-3,
@@ -22,7 +22,7 @@ def reverse_sde_sample(
     dt0: float = 0.01,
     brownian_tol: float = 1e-4,
     max_steps: int = 4096,
-) -> tuple[Float[Array, "batch *shape"], Int[Array, ""]]:
+) -> tuple[Float[Array, " batch *shape"], Int[Array, ""]]:
     """Sample by solving the reverse-time SDE of `log X` with diffrax, then taking one noise-free Dale-Langevin step.
 
     In reversed time `r = 1 - t` the log state `Y = log X` follows the additive-noise SDE

@@ -8,8 +8,8 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from ._process import GeometricBrownianMotion, ScoreFn
 
 _Update = Callable[
-    [GeometricBrownianMotion, Float[Array, "batch *shape"], Float[Array, "batch *shape"], Array, Array],
-    Float[Array, "batch *shape"],
+    [GeometricBrownianMotion, Float[Array, " batch *shape"], Float[Array, " batch *shape"], Array, Array],
+    Float[Array, " batch *shape"],
 ]
 
 
@@ -61,12 +61,12 @@ def _multiplicative_sample(
     update: _Update,
     score_fn: ScoreFn,
     process: GeometricBrownianMotion,
-    x_init: Float[ArrayLike, "batch *shape"],
+    x_init: Float[ArrayLike, " batch *shape"],
     ts: Float[ArrayLike, " levels"],
     key: PRNGKeyArray,
     step_size: float | None,
     steps_per_level: int,
-) -> Float[Array, "batch *shape"]:
+) -> Float[Array, " batch *shape"]:
     ts = jnp.asarray(ts)
     x_init = jnp.asarray(x_init)
     if step_size is None:
@@ -91,13 +91,13 @@ def _multiplicative_sample(
 def dale_langevin_sample(
     score_fn: ScoreFn,
     process: GeometricBrownianMotion,
-    x_init: Float[ArrayLike, "batch *shape"],
+    x_init: Float[ArrayLike, " batch *shape"],
     ts: Float[ArrayLike, " levels"],
     *,
     key: PRNGKeyArray,
     step_size: float | None = None,
     steps_per_level: int = 1,
-) -> Float[Array, "batch *shape"]:
+) -> Float[Array, " batch *shape"]:
     """Sample with the Dale-Langevin (exponentiated, log-space) update, one `lax.scan` over the levels.
 
     At level `k` the score is evaluated at time `ts[k]` and `steps_per_level` updates of size `delta_k` are taken;
@@ -117,21 +117,19 @@ def dale_langevin_sample(
 
     **Returns:** the samples; the number of score evaluations is `len(ts) * steps_per_level`.
     """
-    return _multiplicative_sample(
-        dale_langevin_step, score_fn, process, x_init, ts, key, step_size, steps_per_level
-    )
+    return _multiplicative_sample(dale_langevin_step, score_fn, process, x_init, ts, key, step_size, steps_per_level)
 
 
 def ambient_multiplicative_sample(
     score_fn: ScoreFn,
     process: GeometricBrownianMotion,
-    x_init: Float[ArrayLike, "batch *shape"],
+    x_init: Float[ArrayLike, " batch *shape"],
     ts: Float[ArrayLike, " levels"],
     *,
     key: PRNGKeyArray,
     step_size: float | None = None,
     steps_per_level: int = 1,
-) -> Float[Array, "batch *shape"]:
+) -> Float[Array, " batch *shape"]:
     """Sample with the ambient multiplicative update (Euler-Maruyama for the reverse-time SDE of `X`).
 
     Arguments and return as for `dale_langevin_sample`. Unlike the Dale-Langevin update, positivity is kept only
