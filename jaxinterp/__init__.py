@@ -8,7 +8,6 @@ between minor versions.
 from . import assets as assets
 from . import compilation_cache as compilation_cache
 from . import data as data
-from . import dynamics as dynamics
 from . import generative_metrics as generative_metrics
 from . import interpreter as interpreter
 from .capture import Captured as Captured
@@ -43,3 +42,12 @@ from .training import minibatches as minibatches
 from .training import train as train
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # `jaxinterp.dynamics` pulls in diffrax, lineax and optimistix (about 0.6 s): imported on first use only
+    if name == "dynamics":
+        import importlib
+
+        return importlib.import_module(".dynamics", __name__)
+    raise AttributeError(f"module 'jaxinterp' has no attribute {name!r}")

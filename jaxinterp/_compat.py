@@ -117,11 +117,6 @@ def is_concrete(x) -> bool:
     return isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
 
 
-def tag_name(eqn) -> str:
-    """The site name of a tag equation."""
-    return eqn.params["name"]
-
-
 def define_identity_primitive(name: str) -> Primitive:
     """A primitive `p.bind(x, **params) -> x` that costs nothing when compiled.
 

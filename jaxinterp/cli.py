@@ -22,7 +22,9 @@ from . import assets
 def _run_demo(args: argparse.Namespace) -> int:
     try:
         from experiments.demo.run import main as demo_main
-    except ImportError:
+    except ModuleNotFoundError as error:
+        if error.name not in ("experiments", "experiments.demo", "experiments.demo.run"):
+            raise
         print("the demo lives in experiments/demo: run it from a checkout of the project", file=sys.stderr)
         return 2
     demo_main(args.text, args.html)

@@ -129,7 +129,7 @@ class Interpreter:
     def eval_eqn(self, eqn, invals) -> list:
         prim = eqn.primitive
         if prim is tag_p:
-            return [self.on_tag(invals[0], _compat.tag_name(eqn))]
+            return [self.on_tag(invals[0], eqn.params["name"])]
         name = prim.name
         call_like = (
             name in _compat.JIT
