@@ -18,9 +18,16 @@ from .cdt import Input as Input
 from .cdt import Pair as Pair
 from .cdt import Rules as Rules
 from .cdt import Site as Site
+from .cdt import SourceStack as SourceStack
+from .cdt import Swept as Swept
 from .cdt import UnsupportedOperationError as UnsupportedOperationError
+from .cdt import as_data as as_data
 from .cdt import cd as cd
+from .cdt import cd_sweep as cd_sweep
 from .cdt import classification_score as classification_score
+from .cdt import every_head as every_head
+from .cdt import every_position as every_position
+from .cdt import every_span as every_span
 from .cdt import head_mask as head_mask
 from .cdt import logit_difference as logit_difference
 from .cdt import position_mask as position_mask

@@ -4,6 +4,7 @@ from .cnn import CNN as CNN
 from .latent_ode import LatentODE as LatentODE
 from .latent_sde import LatentSDE as LatentSDE
 from .loading import WeightFileError as WeightFileError
+from .loading import from_arrays as from_arrays
 from .loading import load as load
 from .loading import load_minilm as load_minilm
 from .loading import load_smollm2 as load_smollm2

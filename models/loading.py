@@ -8,6 +8,8 @@ package or the online source all work.
 
 import json
 import pathlib
+import re
+from collections.abc import Mapping
 
 import equinox as eqx
 import jax
@@ -24,24 +26,36 @@ class WeightFileError(ValueError):
     """A weight file is missing, unreadable, or does not hold the tensors the architecture needs."""
 
 
-def _fill(cfg: TransformerConfig, tensors: dict[str, np.ndarray], source: pathlib.Path) -> Transformer:
-    """Build a Transformer whose every array leaf is taken from `tensors`, keyed by the leaf's path
-    (e.g. `blocks[0].attn.w_q`); a missing, extra or mis-shaped tensor is an error naming it and `source`."""
+def from_arrays(
+    cfg: TransformerConfig, arrays: Mapping[str, np.ndarray], source: str | pathlib.Path = "arrays", dtype=np.float32
+) -> Transformer:
+    """A `Transformer` of architecture `cfg` whose every array is taken from `arrays`.
+
+    **Arguments:**
+
+    - `cfg`: the architecture.
+    - `arrays`: one array per field of the model, keyed by its dotted path (`token_embed`, `blocks.0.attn.w_q`,
+      `blocks.0.ln1.weight`, ...), in the model's layout (`models.transformer`); other keys are an error.
+    - `source`: where the arrays come from, for error messages.
+    - `dtype`: the floating-point type to store (`None` keeps each array's own).
+
+    **Raises:** `WeightFileError` naming the key and `source` for a missing, extra, mis-shaped or non-finite array.
+    """
     skeleton = jax.eval_shape(lambda: Transformer(cfg, key=jax.random.key(0)))
     paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(skeleton)
     leaves, wanted = [], set()
     for path, leaf in paths_leaves:
-        key = jax.tree_util.keystr(path).lstrip(".")
+        key = re.sub(r"\[(\d+)\]", r".\1", jax.tree_util.keystr(path)).lstrip(".")
         wanted.add(key)
-        if key not in tensors:
+        if key not in arrays:
             raise WeightFileError(f"{source}: no tensor for {key} (shape {leaf.shape})")
-        value = np.asarray(tensors[key], np.float32)
+        value = np.asarray(arrays[key], dtype)
         if value.shape != leaf.shape:
             raise WeightFileError(f"{source}: tensor for {key} has shape {value.shape}, expected {leaf.shape}")
         if not np.isfinite(value).all():
             raise WeightFileError(f"{source}: tensor for {key} holds NaN or infinite values")
         leaves.append(jnp.asarray(value))
-    unused = sorted(set(tensors) - wanted)
+    unused = sorted(set(arrays) - wanted)
     if unused:
         raise WeightFileError(f"{source}: tensors not used by the architecture: {unused[:5]}")
     return jax.tree_util.tree_unflatten(treedef, leaves)
@@ -93,7 +107,7 @@ def load_minilm(path: str | pathlib.Path | None = None) -> tuple[Transformer, "t
         "embed_ln.bias": raw["embeddings.LayerNorm.bias"],
     }
     for i in range(cfg.n_layers):
-        p, b = f"encoder.layer.{i}.", f"blocks[{i}]."
+        p, b = f"encoder.layer.{i}.", f"blocks.{i}."
         for ours, theirs in (("q", "query"), ("k", "key"), ("v", "value")):
             t[f"{b}attn.w_{ours}"] = _heads_in(raw[f"{p}attention.self.{theirs}.weight"], h)
             t[f"{b}attn.b_{ours}"] = raw[f"{p}attention.self.{theirs}.bias"].reshape(h, -1)
@@ -107,7 +121,7 @@ def load_minilm(path: str | pathlib.Path | None = None) -> tuple[Transformer, "t
         t[f"{b}mlp.b_out"] = raw[f"{p}output.dense.bias"]
         t[f"{b}ln2.weight"] = raw[f"{p}output.LayerNorm.weight"]
         t[f"{b}ln2.bias"] = raw[f"{p}output.LayerNorm.bias"]
-    return _fill(cfg, t, weights_file), minilm_tokenizer(folder / "tokenizer.json")
+    return from_arrays(cfg, t, weights_file), minilm_tokenizer(folder / "tokenizer.json")
 
 
 def sentence_embedding(hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
@@ -174,7 +188,7 @@ def load_smollm2(path: str | pathlib.Path | None = None) -> tuple[Transformer, "
     if "output.weight" in raw:
         t["unembed"] = raw["output.weight"].T
     for i in range(cfg.n_layers):
-        p, b = f"blk.{i}.", f"blocks[{i}]."
+        p, b = f"blk.{i}.", f"blocks.{i}."
         t[f"{b}attn.w_q"] = _heads_in(raw[f"{p}attn_q.weight"], h)
         t[f"{b}attn.w_k"] = _heads_in(raw[f"{p}attn_k.weight"], kvh)
         t[f"{b}attn.w_v"] = _heads_in(raw[f"{p}attn_v.weight"], kvh)
@@ -184,7 +198,7 @@ def load_smollm2(path: str | pathlib.Path | None = None) -> tuple[Transformer, "
         t[f"{b}mlp.w_gate"] = raw[f"{p}ffn_gate.weight"].T
         t[f"{b}mlp.w_in"] = raw[f"{p}ffn_up.weight"].T
         t[f"{b}mlp.w_out"] = raw[f"{p}ffn_down.weight"].T
-    return _fill(cfg, t, file), gguf_tokenizer(reader)
+    return from_arrays(cfg, t, file), gguf_tokenizer(reader)
 
 
 LOADERS = {"minilm-l6": load_minilm, "smollm2-135m": load_smollm2}

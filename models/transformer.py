@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from jaxinterp.cdt.sources import as_data
 from jaxinterp.composites import activation, attention, layer_norm, rms_norm
 from jaxinterp.sites import tag
 
@@ -30,7 +31,8 @@ class TransformerConfig:
     **Fields:** sizes (`vocab_size`, `d_model`, `n_layers`, `n_heads`, `n_kv_heads`, `d_head`, `d_mlp`,
     `max_positions`, `type_vocab_size`), `norm` (`"layer"` or `"rms"`), `norm_eps`, `post_norm` (BERT: normalise
     after each residual addition), `embed_norm` (BERT: layer norm on the embeddings), `activation`, `gated_mlp`
-    (Llama SwiGLU), `positional` (`"learned"` or `"rope"`), `rope_theta`, `rope_interleaved` (RoPE on adjacent
+    (Llama SwiGLU), `positional` (`"learned"`, `"sinusoidal"` or `"rope"`; learned and sinusoidal embeddings are
+    marked as data, `jaxinterp.as_data`), `rope_theta`, `rope_interleaved` (RoPE on adjacent
     pairs, the GGUF layout, rather than on the two halves, the Hugging Face layout), `causal`, `bias` (biases on
     the attention and MLP projections), `lm_head` (produce logits), `tie_embeddings` (the unembedding is the token
     embedding).
@@ -58,6 +60,14 @@ class TransformerConfig:
     bias: bool = True
     lm_head: bool = True
     tie_embeddings: bool = True
+
+    def __post_init__(self):
+        for field, value, allowed in [
+            ("positional", self.positional, ("learned", "sinusoidal", "rope")),
+            ("norm", self.norm, ("layer", "rms")),
+        ]:
+            if value not in allowed:
+                raise ValueError(f"TransformerConfig.{field} must be one of {allowed}, got {value!r}")
 
     @property
     def kv_heads(self) -> int:
@@ -115,6 +125,13 @@ class Norm(eqx.Module):
         if self.bias is None:
             return rms_norm(x, self.weight, self.eps)
         return layer_norm(x, self.weight, self.bias, self.eps)
+
+
+def sinusoids(seq: int, d: int) -> Float[Array, "seq d"]:
+    """The fixed sinusoidal positional embedding of "Attention is all you need": `sin(p / 10000^(2i/d))` in the
+    even and `cos` in the odd features of position `p`."""
+    angles = jnp.arange(seq, dtype=jnp.float32)[:, None] / 10000.0 ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d)
+    return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(seq, -1)[:, :d]
 
 
 def rotary(x: Float[Array, "seq heads d"], theta: float, interleaved: bool) -> Float[Array, "seq heads d"]:
@@ -274,7 +291,9 @@ class Transformer(eqx.Module):
             raise ValueError(f"{seq} tokens exceed the model's {cfg.max_positions} positions")
         x = self.token_embed[tokens]
         if self.position_embed is not None:
-            x = x + self.position_embed[:seq]
+            x = x + as_data(self.position_embed[:seq])
+        elif cfg.positional == "sinusoidal":
+            x = x + as_data(sinusoids(seq, cfg.d_model))
         if self.type_embed is not None:
             types = jnp.zeros_like(tokens) if token_types is None else token_types
             x = x + self.type_embed[types]

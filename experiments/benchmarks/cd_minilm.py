@@ -10,8 +10,8 @@ compile times reported separately):
    optionally also the official BERT rules, `Rules(normalise_signs=True, bias_split="official")`).
 2. **Head sweep.** All 72 MiniLM heads as sources, one at a time (one `Site` per layer on `blocks.L.attn.z`, a
    one-hot head mask over all 72) on one sentence: 72 sequential calls of one compiled single-mask function, one
-   `jax.vmap` over the 72 masks, `jax.lax.map` over them in batches, and one `jax.vmap` over the 12 heads of each
-   layer in which the layers below the source run undecomposed.
+   `jax.vmap` over the 72 masks, `jax.lax.map` over them in batches, and `jaxinterp.cd_sweep` (one stack of 12
+   heads per layer, each starting at its layer).
 3. **Memory.** XLA's compiled memory analysis of the forward and of the decomposition (argument, output and
    temporary buffer sizes), and where /proc is readable, the growth of the process's resident set during one call
    (in a fresh subprocess per function, after returning freed heap memory to the system).
@@ -24,17 +24,14 @@ import argparse
 import ctypes
 import dataclasses
 import gc
-import importlib.metadata
 import json
 import os
 import pathlib
-import platform
-import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -43,6 +40,7 @@ import numpy as np
 
 import jaxinterp as ji
 import models
+from experiments.benchmarks.timing import blocking, compile_timed, interleaved_medians, machine_info, memory_stats
 from experiments.record import markdown_table, results_dir
 from jaxinterp.data import sst2
 
@@ -64,7 +62,7 @@ class Config:
     - `source_positions`: token positions of the decomposition's source.
     - `official_rules`: also time the decomposition with the official BERT CD-T rules.
     - `map_batch_sizes`: batch sizes of the `lax.map` head sweeps.
-    - `per_layer_sweep`: also time the sweep as one vmap per layer.
+    - `per_layer_sweep`: also time the sweep with `jaxinterp.cd_sweep` (one stack per layer).
     - `rss`: also measure the resident-set growth, in subprocesses.
     """
 
@@ -142,43 +140,21 @@ def decompose_official(model, tokens, attention, source_mask):
 
 def decompose_heads(model, tokens, attention, masks):
     """The part of MiniLM's final hidden states due to the heads selected by `masks` (`[layers, heads, 1]`, one
-    site per layer on `blocks.L.attn.z`).
-
-    `embed` is a source too, with an all-zero mask: that makes the residual stream an explicitly irrelevant value
-    from the start, as in the official CD-T code, so a head of layer 0 is treated like the heads of later layers.
-    `cd` starts only floating-point data arguments as irrelevant; MiniLM's arguments are integer token ids and
-    masks, so its embeddings are gathered from a parameter, and without this source `cd` would share the residual
-    stream entering layer 0 between `rel` and `irr` in proportion to the head's output, as it shares a bias.
-
-    **Returns:** `rel`, `[seq, d_model]`.
-    """
-    sources = [ji.Site("embed", jnp.zeros(()))]
-    sources += [ji.Site(f"blocks.{layer}.attn.z", masks[layer]) for layer in range(masks.shape[0])]
+    site per layer on `blocks.L.attn.z`). **Returns:** `rel`, `[seq, d_model]`."""
+    sources = [ji.Site(f"blocks.{layer}.attn.z", masks[layer]) for layer in range(masks.shape[0])]
     return ji.cd(model, sources)(tokens, attention_mask=attention)[0]
 
 
 def decompose_heads_by_layer(model, tokens, attention, head_masks):
-    """The same sweep as `decompose_heads` over all heads, one `jax.vmap` over the heads of each layer.
+    """The same sweep as `decompose_heads` over all heads, as `jaxinterp.cd_sweep` does it: one stack of sources
+    per layer, each starting at its layer, the relevant part alone carried (`docs/cd.md#sweeps`).
 
-    For layer `L` the sources are the heads at `blocks.L.attn.z` and, with an all-zero mask, `blocks.L.resid_pre`:
-    that makes the residual stream entering the layer an explicitly irrelevant value (as the zero masks below `L`
-    make it in `decompose_heads`; needed for the reason given there), while the layers below `L` run once,
-    undecomposed and unbatched: no value below the sources is decomposed.
-
-    **Arguments:** `head_masks`: `[heads, heads, 1]`, one mask per head of a layer.
+    **Arguments:** `head_masks`: `[heads, heads, 1]`, one mask per head of a layer (as `jaxinterp.every_head`).
 
     **Returns:** `[layers * heads, seq, d_model]`, ordered as the one-hot masks of `decompose_heads`.
     """
-
-    def one(layer, head_mask):
-        sources = [
-            ji.Site(f"blocks.{layer}.resid_pre", jnp.zeros(())),
-            ji.Site(f"blocks.{layer}.attn.z", head_mask),
-        ]
-        return ji.cd(model, sources)(tokens, attention_mask=attention)[0]
-
-    per_layer = [jax.vmap(lambda m, layer=layer: one(layer, m))(head_masks) for layer in range(model.cfg.n_layers)]
-    return jnp.concatenate(per_layer)
+    stacks = [ji.SourceStack.at(f"blocks.{layer}.attn.z", head_masks) for layer in range(model.cfg.n_layers)]
+    return ji.cd_sweep(model, stacks)(tokens, attention_mask=attention).rel
 
 
 def sweep_with_map(batch_size: int) -> Callable:
@@ -191,67 +167,6 @@ def sweep_with_map(batch_size: int) -> Callable:
 
 
 # ------------------------------------------------------------------------------------------------- measuring
-@dataclasses.dataclass
-class Compiled:
-    """A function compiled ahead of time (`call`), its XLA executable, and its trace-and-lower and compile
-    times."""
-
-    call: Callable
-    executable: object
-    lower_s: float
-    compile_s: float
-
-
-def compile_timed(fn: Callable, *args) -> Compiled:
-    """Trace, lower and compile `eqx.filter_jit(fn)` for `args`, timing the two stages."""
-    start = time.perf_counter()
-    lowered = eqx.filter_jit(fn).lower(*args)
-    lowered_at = time.perf_counter()
-    compiled = lowered.compile()
-    return Compiled(compiled, compiled.compiled, lowered_at - start, time.perf_counter() - lowered_at)
-
-
-def interleaved_medians(thunks: Mapping[str, Callable[[], object]], repeats: int) -> dict[str, dict[str, float]]:
-    """Time each thunk: one warm-up call each, then `repeats` rounds in which every thunk runs once in turn (so
-    slow drifts of a shared machine hit all alike). A thunk must block until its results are ready.
-
-    **Returns:** `{name: {"wall_s", "cpu_s"}}`, the medians of the wall-clock time and of the CPU time of this
-    process (all its threads); the second is less sensitive to other processes competing for the cores.
-    """
-    for thunk in thunks.values():
-        thunk()
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in thunks}
-    for _ in range(repeats):
-        for name, thunk in thunks.items():
-            wall, cpu = time.perf_counter(), time.process_time()
-            thunk()
-            samples[name].append((time.perf_counter() - wall, time.process_time() - cpu))
-    return {
-        name: {"wall_s": statistics.median(w for w, _ in runs), "cpu_s": statistics.median(c for _, c in runs)}
-        for name, runs in samples.items()
-    }
-
-
-def blocking(fn: Callable, *args) -> Callable[[], object]:
-    """A thunk calling `fn(*args)` and waiting for the result."""
-    return lambda: jax.block_until_ready(fn(*args))
-
-
-def memory_stats(executable) -> dict[str, int]:
-    """Buffer sizes of a compiled XLA executable, in bytes: arguments, outputs, temporaries, their sum
-    (`total_bytes`) and outputs + temporaries (`activations_bytes`: what one call allocates beyond its inputs)."""
-    stats = executable.memory_analysis()
-    out = {
-        "argument_bytes": int(stats.argument_size_in_bytes),
-        "output_bytes": int(stats.output_size_in_bytes),
-        "temp_bytes": int(stats.temp_size_in_bytes),
-        "alias_bytes": int(stats.alias_size_in_bytes),
-    }
-    out["total_bytes"] = out["argument_bytes"] + out["output_bytes"] + out["temp_bytes"] - out["alias_bytes"]
-    out["activations_bytes"] = out["output_bytes"] + out["temp_bytes"]
-    return out
-
-
 def cost_stats(executable) -> dict[str, float | None]:
     """XLA's cost estimate of one call: GFLOP, transcendental operations (millions) and GB of memory traffic
     (None where the backend gives no estimate)."""
@@ -389,7 +304,7 @@ def bench_decomposition(config: Config, model, ids, attention) -> dict:
 
 def bench_head_sweep(config: Config, model, tokens, attention) -> dict:
     """The 72-head sweep on one sentence: sequential calls of one compiled single-mask function against one
-    vmap, `lax.map` in batches and (when `config.per_layer_sweep`) one vmap per layer."""
+    vmap, `lax.map` in batches and (when `config.per_layer_sweep`) `jaxinterp.cd_sweep`."""
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     n = n_layers * n_heads
     masks = jnp.eye(n).reshape(n, n_layers, n_heads, 1)
@@ -436,26 +351,6 @@ def bench_head_sweep(config: Config, model, tokens, attention) -> dict:
             "vmap": vmap_memory,
             "vmap_activations_over_single": vmap_memory["activations_bytes"] / single_memory["activations_bytes"],
         },
-    }
-
-
-def machine_info() -> dict:
-    """Where the numbers were taken: platform, CPU count, load, library versions, JAX backend."""
-    versions = {}
-    for name in ("jax", "jaxlib", "equinox", "numpy"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        **versions,
-        "backend": jax.default_backend(),
-        "device": str(jax.devices()[0].device_kind),
-        "load_average_1min_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -534,7 +429,7 @@ def summary_rows(record: dict) -> list[dict]:
             "note": f"one source = {heads['single_source_over_forward_wall']:.1f}x a forward of the sentence",
         }
     )
-    labels = {"vmap": "one vmap over all masks", "per_layer_vmap": "one vmap per layer, lower layers computed once"}
+    labels = {"vmap": "one vmap over all masks", "per_layer_vmap": "jaxinterp.cd_sweep, one stack per layer"}
     for name, entry in heads["variants"].items():
         label = labels.get(name, name.replace("lax_map_", "lax.map, batch "))
         rows.append(

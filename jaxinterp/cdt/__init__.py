@@ -16,5 +16,12 @@ from .scores import logit_difference as logit_difference
 from .sources import Input as Input
 from .sources import Pair as Pair
 from .sources import Site as Site
+from .sources import as_data as as_data
 from .sources import head_mask as head_mask
 from .sources import position_mask as position_mask
+from .sweep import SourceStack as SourceStack
+from .sweep import Swept as Swept
+from .sweep import cd_sweep as cd_sweep
+from .sweep import every_head as every_head
+from .sweep import every_position as every_position
+from .sweep import every_span as every_span

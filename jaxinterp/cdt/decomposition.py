@@ -12,11 +12,11 @@ import numpy as np
 
 from .. import _compat
 from ..composites import composite_p
-from ..interpreter import Interpreter, trace
-from ..sites import resolve_patterns, site_names_in, tag, tag_p
+from ..interpreter import Interpreter, contains, trace
+from ..sites import UnknownSiteError, resolve_patterns, site_names_in, tag, tag_p
 from . import rule_table
 from . import rules as R
-from .sources import Input, Pair, Site
+from .sources import Input, Pair, Site, data_p
 
 
 class UnsupportedOperationError(TypeError):
@@ -24,11 +24,13 @@ class UnsupportedOperationError(TypeError):
 
 
 class Data(NamedTuple):
-    """A non-floating-point value computed from the data arguments (token ids, masks, indices).
+    """A value computed from the data arguments alone, before any source has acted on it.
 
-    Floating-point values computed from data are `Pair`s (entirely irrelevant until a source), but integers cannot
-    be split; this marker keeps track that they are data, so that what they select from parameters (an embedding
-    lookup) is data too, and irrelevant, rather than a parameter to be split like a bias.
+    It is entirely irrelevant, so it is computed plainly (no rule runs on it, which also makes everything upstream
+    of the first source cost one ordinary evaluation). The marker keeps track that it is data: where it meets a
+    decomposed value it enters as an irrelevant part (`Pair(0, value)`), where it meets a parameter the result is
+    data again (an embedding lookup by token ids), and a parameter added to it is data too, never split like a bias.
+    Integer data (token ids, masks, indices) never becomes a pair.
     """
 
     value: Any
@@ -44,9 +46,15 @@ def _output_pair(x) -> Pair:
     return R.as_pair(x.value if isinstance(x, Data) else x)
 
 
-def _from_data(x):
-    """A value computed from data alone: floating point values become irrelevant pairs, the rest data markers."""
-    return Pair(jnp.zeros_like(x), x) if jnp.issubdtype(x.dtype, jnp.inexact) else Data(x)
+def _is_inexact(x) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+
+
+def _entering(x):
+    """A value as a rule sees it: floating-point data as an irrelevant pair, integer data as a plain array."""
+    if not isinstance(x, Data):
+        return x
+    return R.as_pair(x.value) if _is_inexact(x.value) else x.value
 
 
 def _attention_inputs(closed) -> set:
@@ -83,24 +91,99 @@ def _sites_inside_composites(closed) -> set[str]:
     return names
 
 
-class _Decomposer(Interpreter):
-    """The interpreter of `cd`: values are `Pair`s (decomposed), `Data` markers or plain arrays (parameters)."""
+def _normalised_sites(rules: R.Rules, available: list[str]) -> frozenset[str]:
+    """The names of the sites where `rules` normalises signs; an unmatched pattern is an error."""
+    names = set()
+    for pattern in sorted(rules.normalised_sites):
+        try:
+            names.update(*resolve_patterns([pattern], available).values())
+        except UnknownSiteError as error:
+            raise UnknownSiteError(
+                f"Rules(normalise_signs=...) names {pattern!r}, which is neither a kind of operation "
+                f"({', '.join(sorted(R.NORMALISATION_POINTS))}) nor a site pattern of the function: {error}"
+            ) from None
+    return frozenset(names)
 
-    def __init__(self, sources, targets: frozenset[str], rules: R.Rules, fallback, attention_inputs: set):
+
+class _KnownTotal(Pair):
+    """A pair whose total is the forward's value, known in advance: `rel` is carried, `irr = total - rel`, and rules
+    read the total rather than adding the parts (so it is computed once for many source sets, not per set)."""
+
+    @property
+    def total(self):
+        known = self.__dict__.get("known_total")
+        return self.rel + self.irr if known is None else known
+
+
+def _with_total(rel, total) -> _KnownTotal:
+    # where the relevant part is the whole value, the irrelevant part is exactly zero (also for infinities)
+    pair = _KnownTotal(rel, jnp.where(rel == total, 0.0, total - rel))
+    pair.known_total = total
+    return pair
+
+
+def forward_values(closed, inputs: list) -> dict:
+    """Evaluate `closed` plainly. **Returns:** the value of every variable of its top level (inputs included)."""
+    plain = Interpreter()
+    env = dict(zip(closed.jaxpr.constvars, closed.consts))
+    env.update(zip(closed.jaxpr.invars, map(_plain, inputs)))
+    for eqn in closed.jaxpr.eqns:
+        invals = [v.val if isinstance(v, _compat.Literal) else env[v] for v in eqn.invars]
+        env.update(zip(eqn.outvars, plain.eval_eqn(eqn, invals)))
+    return env
+
+
+class _Decomposer(Interpreter):
+    """The interpreter of `cd`: values are `Pair`s (decomposed), `Data` markers or plain arrays (parameters).
+
+    With `totals` (the forward's values of the top-level variables, from `forward_values`), nothing is recomputed
+    before the first source, and with `one_stream` each decomposed value carries only `rel`, its total being the
+    forward's (`_KnownTotal`): exact where every rule keeps `rel + irr` equal to the total."""
+
+    def __init__(self, sources, targets, rules: R.Rules, fallback, closed, totals=None, one_stream=False):
         super().__init__()
-        self.sources, self.targets, self.rules, self.fallback = sources, targets, rules, fallback
-        self.attention_inputs = attention_inputs
+        self.sources, self.targets, self.rules, self.fallback = sources, frozenset(targets or ()), rules, fallback
+        self.attention_inputs = _attention_inputs(closed)
+        self.normalised_sites = _normalised_sites(rules, site_names_in(closed))
+        self.totals, self.one_stream = totals or {}, one_stream
         self.last_site = None
+
+    def _cached(self, eqn) -> list | None:
+        """The forward's values of `eqn`'s outputs, when known and when nothing inside `eqn` (a site, a value marked
+        as data) needs evaluating here."""
+        if not eqn.outvars or not all(v in self.totals for v in eqn.outvars):
+            return None
+        if any(contains(sub, tag_p) or contains(sub, data_p) for sub in _compat.sub_jaxprs(eqn)):
+            return None
+        return [self.totals[v] for v in eqn.outvars]
+
+    def _carry_totals(self, eqn, invals, outs) -> list:
+        """One-stream outputs: each decomposed output with the forward's value as its total."""
+        if not any(map(R.is_pair, outs)):
+            return outs
+        totals = self._cached(eqn) or _compat.bind_equation(eqn, [R.total(v) for v in invals])
+        return [_with_total(o.rel, t) if R.is_pair(o) else o for o, t in zip(outs, totals)]
 
     # ---- interpreter hooks
     def on_tag(self, value, name):
         self.last_site = name
         if isinstance(value, Data):
-            if name in self.sources:
-                raise TypeError(f"site {name!r} holds {value.value.dtype} values, which cannot be a source")
-            return value
+            if not _is_inexact(value.value):
+                if name in self.sources:
+                    raise TypeError(f"site {name!r} holds {value.value.dtype} values, which cannot be a source")
+                return value
+            if name not in self.sources:
+                if name in self.targets:  # recorded, while what follows stays plain data
+                    self.records[name] = R.as_pair(value.value)
+                return value
+            value = R.as_pair(value.value)
+        forward = R.total(value) if self.one_stream else None
+        if name in self.normalised_sites and R.is_pair(value):
+            value = R.normalise_signs(value)
         for source in self.sources.get(name, ()):
             value = source.inject(R.as_pair(value), name)
+        if forward is not None and R.is_pair(value):
+            value = _with_total(value.rel, forward)
         if name in self.targets:
             self.records[name] = R.as_pair(value)
         return value
@@ -108,24 +191,34 @@ class _Decomposer(Interpreter):
     def enters(self, eqn, invals):
         if eqn.primitive is composite_p and rule_table.composite_rule(eqn.params["kind"]) is not None:
             return False
-        return any(isinstance(v, (Pair, Data)) for v in invals) or super().enters(eqn, invals)
+        if not any(map(R.is_pair, invals)) and self._cached(eqn) is not None:
+            return False
+        inside_data = any(contains(sub, data_p) for sub in _compat.sub_jaxprs(eqn))
+        return any(isinstance(v, (Pair, Data)) for v in invals) or inside_data or super().enters(eqn, invals)
 
     def loop_values(self, values):
-        return [R.as_pair(v) if jnp.issubdtype(jnp.result_type(_plain(v)), jnp.inexact) else _plain(v) for v in values]
+        # plain pairs across loop and branch boundaries (a known total does not survive a carry)
+        return [
+            Pair(v.rel, v.irr) if R.is_pair(v) else R.as_pair(_plain(v)) if _is_inexact(_plain(v)) else _plain(v)
+            for v in values
+        ]
 
     def concrete(self, value):
         return _plain(value)
 
     def apply(self, eqn, invals):
-        from_data = any(isinstance(v, Data) for v in invals)
-        invals = [v.value if isinstance(v, Data) else v for v in invals]
+        if eqn.primitive is data_p:
+            return [invals[0] if isinstance(invals[0], (Pair, Data)) else Data(invals[0])]
         if not any(map(R.is_pair, invals)):
-            outs = super().apply(eqn, invals)
-            return [_from_data(o) for o in outs] if from_data else outs
+            outs = self._cached(eqn) or super().apply(eqn, [_plain(v) for v in invals])
+            return [Data(o) for o in outs] if any(isinstance(v, Data) for v in invals) else outs
+        invals = [_entering(v) for v in invals]
         outs = self._rule(eqn)(rule_table.Equation(eqn, self.rules, self._decompose_body), *invals)
-        if self._normalisation_point(eqn, invals) in self.rules.normalise_signs:
+        if self._normalisation_point(eqn, invals) in self.rules.normalised_kinds:
             outs = [R.normalise_signs(o) if R.is_pair(o) else o for o in outs]
-        return [o if R.is_pair(o) else _from_data(jnp.asarray(o)) for o in outs]
+        if self.one_stream:
+            outs = self._carry_totals(eqn, invals, outs)
+        return [o if R.is_pair(o) else Data(jnp.asarray(o)) for o in outs]
 
     # ---- rules
     def _rule(self, eqn) -> Callable:
@@ -215,34 +308,72 @@ class Decomposed(eqx.Module):
     check_nan: bool = eqx.field(static=True, default=False)
 
     def __call__(self, *args, **kwargs) -> Pair:
-        _check_inputs(self.sources, args)
-        closed, flat, rebuild = trace(_TagArguments(self.f, len(args)), args, kwargs)
-        available = site_names_in(closed)
-        patterns = [s.pattern if isinstance(s, Site) else f"args.{s.argnum}" for s in self.sources]
-        matched = resolve_patterns(patterns, available)
-        by_name: dict[str, list[Site | Input]] = {}
-        for source, pattern in zip(self.sources, patterns):
-            for name in matched[pattern]:
-                by_name.setdefault(name, []).append(source)
-        targets = resolve_patterns(self.targets, available) if self.targets is not None else {}
-        target_names = [n for found in targets.values() for n in found]
-        hidden = (set(by_name) | set(target_names)) & _sites_inside_composites(closed)
+        program = Program.trace(self.f, self.sources, self.targets, args, kwargs, self.check_nan)
+        # exact rules: one forward gives every total, and only the relevant part is carried (docs/cd.md#sweeps)
+        totals = forward_values(program.closed, program.inputs) if self.rules.exact else None
+        interp = _Decomposer(
+            program.sources, program.targets, self.rules, self.fallback, program.closed, totals, self.rules.exact
+        )
+        return program.parts(interp.eval_jaxpr(program.closed, *program.inputs), interp.records)
+
+
+def _match_sources(sources, available) -> dict[str, list]:
+    """The sources acting at each site name (a pattern may match several sites)."""
+    patterns = [s.pattern if isinstance(s, Site) else f"args.{s.argnum}" for s in sources]
+    matched = resolve_patterns(patterns, available)
+    by_name: dict[str, list[Site | Input]] = {}
+    for source, pattern in zip(sources, patterns):
+        for name in matched[pattern]:
+            by_name.setdefault(name, []).append(source)
+    return by_name
+
+
+class Program(NamedTuple):
+    """`f` traced for decomposition: its jaxpr, inputs (parameters, then data markers), and the sources and targets
+    resolved to site names. Shared by `cd` and `cd_sweep`."""
+
+    closed: Any
+    inputs: list
+    rebuild: Callable
+    available: tuple[str, ...]
+    sources: dict[str, list]
+    targets: tuple[str, ...] | None
+
+    @classmethod
+    def trace(cls, f, sources, targets, args, kwargs, check_nan: bool) -> "Program":
+        """Trace `f(*args, **kwargs)` and match `sources` (Sites/Inputs) and `targets` (patterns or `None`)."""
+        _check_inputs(sources, args)
+        closed, flat, rebuild = trace(_TagArguments(f, len(args)), args, kwargs)
+        available = tuple(site_names_in(closed))
+        by_name = _match_sources(sources, available)
+        target_names = None
+        if targets is not None:
+            found = resolve_patterns(targets, available).values()
+            target_names = tuple(dict.fromkeys(n for names in found for n in names))
+        hidden = (set(by_name) | set(target_names or ())) & _sites_inside_composites(closed)
         if hidden:
             raise ValueError(
                 f"sites {sorted(hidden)} lie inside composites that contextual decomposition treats whole "
                 "(their whole-op rule does not decompose internal values); choose sites outside them"
             )
-        interp = _Decomposer(by_name, frozenset(target_names), self.rules, self.fallback, _attention_inputs(closed))
         # the arrays of f are parameters (split like biases where they meet decomposed values); everything computed
         # from the data arguments starts entirely irrelevant (docs/cd.md#sources)
-        n_parameters = len(jax.tree_util.tree_leaves(eqx.filter(self.f, eqx.is_array)))
-        data = [_from_data(_no_nan(jnp.asarray(x), i, self.check_nan)) for i, x in enumerate(flat[n_parameters:])]
-        outs = interp.eval_jaxpr(closed, *flat[:n_parameters], *data)
+        n_parameters = len(jax.tree_util.tree_leaves(eqx.filter(f, eqx.is_array)))
+        data = [Data(_no_nan(jnp.asarray(x), i, check_nan)) for i, x in enumerate(flat[n_parameters:])]
+        return cls(closed, [*flat[:n_parameters], *data], rebuild, available, by_name, target_names)
+
+    def with_sources(self, sources) -> "Program":
+        """The same program with other sources (Sites/Inputs), matched against its sites."""
+        return self._replace(sources=_match_sources(sources, self.available))
+
+    def parts(self, outs: list, records: dict) -> Pair:
+        """The decomposition the caller asked for, from the interpreter's outputs and records: `f`'s output
+        structure, or a dict over the target sites."""
         if self.targets is None:
             pairs = [_output_pair(o) for o in outs]
-            return Pair(rebuild([p.rel for p in pairs]), rebuild([p.irr for p in pairs]))
-        records = {n: interp.records[n] for n in target_names if n in interp.records}
-        return Pair({n: p.rel for n, p in records.items()}, {n: p.irr for n, p in records.items()})
+            return Pair(self.rebuild([p.rel for p in pairs]), self.rebuild([p.irr for p in pairs]))
+        found = {n: records[n] for n in self.targets if n in records}
+        return Pair({n: p.rel for n, p in found.items()}, {n: p.irr for n, p in found.items()})
 
 
 def propagate(f: Callable, *args, rules: R.Rules = R.Rules(), fallback: str | None = None):
@@ -261,7 +392,7 @@ def propagate(f: Callable, *args, rules: R.Rules = R.Rules(), fallback: str | No
     leaves = jax.tree_util.tree_leaves(eqx.filter((f, args, {}), keep, is_leaf=R.is_pair), is_leaf=R.is_pair)
     if len(leaves) != len(flat):
         raise ValueError("propagate: the decomposed arguments do not line up with the traced inputs")
-    interp = _Decomposer({}, frozenset(), rules, fallback, _attention_inputs(closed))
+    interp = _Decomposer({}, frozenset(), rules, fallback, closed)
     return rebuild([_output_pair(o) for o in interp.eval_jaxpr(closed, *leaves)])
 
 

@@ -7,6 +7,7 @@ The formulas and their sources are stated in `docs/cd.md`.
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ from .sources import Pair
 
 NORMALISATION_POINTS = frozenset({"linear", "attention_input", "attention", "residual", "norm", "activation"})
 BERT_NORMALISATION_POINTS = frozenset({"linear", "attention", "residual", "norm"})
+GPT2_NORMALISATION_SITES = frozenset({"blocks.*.mlp.pre", "blocks.*.mlp.out", "blocks.*.resid_post"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,30 +32,39 @@ class Rules:
       `"shapley"` (original CD's two-ordering average).
     - `attention`: `"frozen"` (BERT CD-T: the pattern is computed from the totals and held fixed) or
       `"decomposed"` (the GPT-2 circuit form: the pattern itself is split).
-    - `normalise_signs`: where to resolve sign conflicts between `rel` and `irr` (`docs/cd.md#sign-conflict-normalisation`):
-      a set of points among `"linear"` (after a bias is added), `"attention_input"` (after the bias of a query, key
-      or value projection that feeds an attention composite), `"attention"` (after a head mixes values),
-      `"residual"` (after two decomposed values are added), `"norm"` (after layer/RMS norm) and `"activation"`;
-      `True` means the official BERT CD-T choice `{"linear", "attention", "residual", "norm"}`, `False` none (the
+    - `normalise_signs`: where to resolve sign conflicts between `rel` and `irr` (`docs/cd.md#sign-conflict-normalisation`),
+      a set whose entries are kinds of operation or site patterns:
+
+      - kinds: `"linear"` (after a bias is added), `"attention_input"` (after the bias of a query, key or value
+        projection that feeds an attention composite), `"attention"` (after a head mixes values), `"residual"`
+        (after two decomposed values are added), `"norm"` (after layer/RMS norm), `"activation"`;
+      - any other entry is a site pattern (`"blocks.*.mlp.out"`): the pair is normalised as it passes each matching
+        tagged site, before any source there acts on it. A pattern that matches no site of `f` is an error.
+
+      `True` means the official BERT choice `{"linear", "attention", "residual", "norm"}`, `False` none (the
       default).
-    - `bias_split`: `"exact"` (the irrelevant part takes what the relevant part does not, so `rel + irr` is exact
-      even where both parts are zero) or `"official"` (each part gets `bias |part| / (|rel| + |irr| + tol)`, as
-      published, which loses the bias where both parts are zero).
-    - `tol`: the stabiliser in the magnitude-proportional bias split.
+    - `bias_split`: `"exact"` (the relevant part gets `bias |rel| / (|rel| + |irr|)`, the irrelevant part the rest,
+      all of it where both parts are zero, so `rel + irr` is exact) or `"official"` (each part gets
+      `bias |part| / (|rel| + |irr| + tol)`, as published, which loses `bias tol / (|rel| + |irr| + tol)`).
+    - `tol`: the stabiliser of the published bias split.
+
+    The presets `Rules.official_bert()` and `Rules.official_gpt2()` reproduce the official CD-T code.
     """
 
     activation: str = "cdt"
     attention: str = "frozen"
-    normalise_signs: bool | frozenset[str] = False
+    normalise_signs: bool | AbstractSet[str] = False
     bias_split: str = "exact"
     tol: float = 1e-8
 
     def __post_init__(self):
-        points = {True: BERT_NORMALISATION_POINTS, False: frozenset()}.get(self.normalise_signs, self.normalise_signs)
-        unknown = set(points) - NORMALISATION_POINTS
-        if unknown:
-            raise ValueError(
-                f"unknown sign-normalisation points {sorted(unknown)}; choose from {sorted(NORMALISATION_POINTS)}"
+        points = self.normalise_signs
+        if isinstance(points, bool):
+            points = BERT_NORMALISATION_POINTS if points else frozenset()
+        if isinstance(points, str) or not all(isinstance(p, str) and p for p in points):
+            raise TypeError(
+                "normalise_signs is True, False or a set of operation kinds and site patterns (non-empty strings), "
+                f"got {self.normalise_signs!r}"
             )
         object.__setattr__(self, "normalise_signs", frozenset(points))
         if self.activation not in ("cdt", "acd", "shapley"):
@@ -63,6 +74,42 @@ class Rules:
         if self.bias_split not in ("exact", "official"):
             raise ValueError(f"bias_split must be 'exact' or 'official', got {self.bias_split!r}")
 
+    @property
+    def normalised_kinds(self) -> frozenset[str]:
+        """The kinds of operation after which signs are normalised."""
+        return self.normalise_signs & NORMALISATION_POINTS
+
+    @property
+    def normalised_sites(self) -> frozenset[str]:
+        """The site patterns at which signs are normalised."""
+        return self.normalise_signs - NORMALISATION_POINTS
+
+    @property
+    def exact(self) -> bool:
+        """Whether every rule keeps `rel + irr` equal to the ordinary value to rounding (the official bias split
+        does not: it drops `bias * tol / (|rel| + |irr| + tol)`)."""
+        return self.bias_split == "exact"
+
+    @classmethod
+    def official_bert(cls) -> "Rules":
+        """The official CD-T code for BERT (GitHub `adelaidehsu/CD_Circuit`, `pyfunctions/cdt_basic.py`,
+        `prop_encoder` / `prop_layer`, and `cdt_source_to_target.py`, `prop_BERT_hh`): attention pattern frozen at
+        the totals, CD-T activation rule, biases split by magnitude as published, signs normalised after every
+        bias, head mixing, residual sum and layer norm."""
+        return cls(normalise_signs=True, bias_split="official")
+
+    @classmethod
+    def official_gpt2(cls) -> "Rules":
+        """The official CD-T circuit code for GPT-2 (GitHub `adelaidehsu/CD_Circuit`,
+        `pyfunctions/cdt_source_to_target.py`, `prop_GPT` / `prop_GPT_layer`): decomposed attention (the relevant
+        pattern from the relevant queries and keys), CD-T activation rule, biases split by magnitude as published,
+        and signs normalised only after the MLP input projection (`blocks.*.mlp.pre`), the MLP output projection
+        (`blocks.*.mlp.out`) and the block's final residual sum (`blocks.*.resid_post`), not after the attention
+        output projection nor the attention residual sum. Needs a model tagging those sites (the `models`
+        transformer family does). The official layer-norm rule uses eps 1e-8 whatever the model's eps; this preset
+        uses the model's own, so the parts add up to the forward (they agree where the model's eps is 1e-8)."""
+        return cls(attention="decomposed", normalise_signs=GPT2_NORMALISATION_SITES, bias_split="official")
+
 
 def is_pair(x) -> bool:
     """Whether `x` is a decomposed value (a `Pair`)."""
@@ -71,7 +118,7 @@ def is_pair(x) -> bool:
 
 def total(x):
     """The ordinary value of `x`: `rel + irr` for a pair, `x` itself for a constant."""
-    return x.rel + x.irr if is_pair(x) else x
+    return x.total if is_pair(x) else x
 
 
 def as_pair(x) -> Pair:
@@ -83,7 +130,7 @@ def normalise_signs(x: Pair) -> Pair:
     """Where `rel` and `irr` have opposite signs, give the sum to the larger in magnitude, zero to the other."""
     conflict = x.rel * x.irr < 0
     rel_wins = jnp.abs(x.rel) >= jnp.abs(x.irr)
-    summed = x.rel + x.irr
+    summed = total(x)
     rel = jnp.where(conflict, jnp.where(rel_wins, summed, 0.0), x.rel)
     irr = jnp.where(conflict, jnp.where(rel_wins, 0.0, summed), x.irr)
     return Pair(rel, irr)
@@ -92,12 +139,15 @@ def normalise_signs(x: Pair) -> Pair:
 def bias_shares(x: Pair, bias, rules: Rules) -> Pair:
     """The parts of `bias` that go to `rel` and to `irr`, in proportion to their magnitudes (`rules.bias_split`)."""
     a_rel, a_irr = jnp.abs(x.rel), jnp.abs(x.irr)
-    denom = a_rel + a_irr + rules.tol
     if rules.bias_split == "official":
+        denom = a_rel + a_irr + rules.tol
         return Pair(bias * a_rel / denom, bias * a_irr / denom)
-    # exact: the weight is at most 1 in floating point too, so each share has the sign of the bias and is no larger;
-    # where the irrelevant part is exactly zero it stays zero (rather than taking bias * tol / |rel|)
-    weight = jnp.where((a_irr == 0) & (a_rel > 0), 1.0, a_rel / denom)
+    # exact: weight |rel| / (|rel| + |irr|), with no stabiliser, so an irrelevant part of 1e-17 instead of 0 moves
+    # the weight by about 1e-17 / |rel|, not by tol / |rel| (a one-stream decomposition, whose irrelevant part is
+    # total - rel, then agrees with two streams to rounding); at most 1 in floating point, so each share has the
+    # sign of the bias and is no larger; where both parts are zero the bias is irrelevant
+    summed = a_rel + a_irr
+    weight = jnp.where(summed > 0, a_rel / jnp.where(summed > 0, summed, 1.0), 0.0)
     rel_share = bias * weight
     return Pair(rel_share, bias - rel_share)
 
@@ -201,7 +251,7 @@ def layer_norm_rule(x: Pair, weight, bias, eps: float, rules: Rules) -> Pair:
     """Layer norm: each part centred by its own mean, scaled by the total's standard deviation; the bias shared
     by the magnitudes of the input parts (as in `split_bias`). The arithmetic follows `composites.layer_norm`
     operation for operation, so the totals round as the forward does."""
-    summed = x.rel + x.irr
+    summed = total(x)
     var = jnp.mean(jnp.square(summed - jnp.mean(summed, axis=-1, keepdims=True)), axis=-1, keepdims=True)
     inverse_std = lax.rsqrt(var + eps)
     share = bias_shares(x, bias, rules)
@@ -210,7 +260,7 @@ def layer_norm_rule(x: Pair, weight, bias, eps: float, rules: Rules) -> Pair:
 
 def rms_norm_rule(x: Pair, weight, eps: float) -> Pair:
     """RMS norm: both parts divided by the total's root mean square."""
-    summed = x.rel + x.irr
+    summed = total(x)
     scale = lax.rsqrt(jnp.mean(jnp.square(summed), axis=-1, keepdims=True) + eps) * weight
     return Pair(x.rel * scale, x.irr * scale)
 
@@ -226,9 +276,9 @@ def attention_rule(q: Pair, k: Pair, v: Pair, mask, scale: float, variant: str) 
     def mix(pattern, values):
         return jnp.einsum("...hqk,...khd->...qhd", pattern, repeat_kv(values, n_heads))
 
-    pattern = attention_pattern(q.rel + q.irr, k.rel + k.irr, mask, scale)
+    pattern = attention_pattern(total(q), total(k), mask, scale)
     if variant == "frozen":
         return Pair(mix(pattern, v.rel), mix(pattern, v.irr))
     pattern_rel = attention_pattern(q.rel, k.rel, mask, scale)
     rel = mix(pattern_rel, v.rel)
-    return Pair(rel, mix(pattern, v.rel + v.irr) - rel)
+    return Pair(rel, mix(pattern, total(v)) - rel)

@@ -5,6 +5,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from .. import _compat
+
+data_p = _compat.define_identity_primitive("jaxinterp_as_data")
 
 
 class Pair(NamedTuple):
@@ -15,7 +20,21 @@ class Pair(NamedTuple):
 
     @property
     def total(self):
-        return self.rel + self.irr
+        """`rel + irr` (leaf by leaf where the parts are dicts over target sites, or other pytrees)."""
+        return jax.tree_util.tree_map(lambda r, i: r + i, self.rel, self.irr)
+
+
+def as_data(x: ArrayLike) -> jax.Array:
+    """Mark `x` as part of the input rather than a parameter of the model.
+
+    `cd` treats values computed from the data arguments as entirely irrelevant and splits parameters that meet
+    them like biases. A model's fixed positional embeddings (a slice of a learned table, or sinusoids) are input
+    information, not a bias: marked with `as_data`, they start entirely irrelevant, like the token embeddings
+    (the official CD-T code does the same). Elsewhere `as_data` is the identity, at no cost once compiled.
+
+    **Returns:** `x`, unchanged.
+    """
+    return data_p.bind(jnp.asarray(x))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +104,7 @@ def _select(value: Pair, mask, mean, what: str) -> Pair:
         moved = jnp.where(mask == 0, 0.0, mask * value.irr)
         return Pair(value.rel + moved, jnp.where(mask == 1, 0.0, (1 - mask) * value.irr))
     mean = _checked(mean, value, what, "reference mean")
-    summed = value.rel + value.irr
+    summed = value.total
     return Pair(mask * (summed - mean) + (1 - mask) * value.rel, mask * mean + (1 - mask) * value.irr)
 
 

@@ -56,3 +56,20 @@ def test_quick_run_writes_positive_finite_figures():
         # float32: batched and unbatched matmuls sum in different orders, and the bias split divides by |rel| + |irr|
         assert entry["max_abs_difference_from_sequential"] <= 1e-2 * heads["max_abs_sequential"], name
     assert positive_finite(heads["memory"]["vmap_activations_over_single"])
+
+
+def test_sweep_benchmark_quick_run_writes_its_figures():
+    """`cd_sweep --quick` without the official code: every time positive and finite, and the sweep's first row
+    equal to the single decomposition it stands for."""
+    from experiments.benchmarks import cd_sweep
+
+    record = cd_sweep.main(quick=True)
+    assert json.loads((results_dir("benchmarks") / "cd_sweep.json").read_text())["gpt2"] == record["gpt2"]
+    for workload, n_sets in (("minilm", 16), ("gpt2", 8)):
+        entry = record[workload]
+        assert entry["n_source_sets"] == n_sets
+        for label, times in entry["times"].items():
+            for key in ("wall_s", "cpu_s", "compile_s"):
+                assert positive_finite(times[key]), (workload, label, key)
+            assert positive_finite(times["memory"]["total_bytes"]), (workload, label)
+        assert entry["max_abs_sweep_row0_minus_cd"] <= 1e-3
