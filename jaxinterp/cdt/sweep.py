@@ -22,7 +22,7 @@ from .. import _compat
 from ..sites import tag_p
 from . import rules as R
 from .decomposition import Data, Program, _Decomposer, _plain, forward_values
-from .sources import Pair, Site, head_mask, position_mask
+from .sources import Input, Pair, Site, head_mask, position_mask
 
 DEFAULT_MEMORY_BUDGET = 2**30
 
@@ -40,11 +40,16 @@ class SourceStack:
     Make one with `SourceStack.at(pattern, masks)`, or with `every_head`, `every_position`, `every_span`.
     """
 
-    sites: Site | Sequence[Site]
+    sites: Site | Input | Sequence[Site | Input]
     labels: Sequence | None = None
 
     def __post_init__(self):
-        sites = (self.sites,) if isinstance(self.sites, Site) else tuple(self.sites)
+        sites = (self.sites,) if isinstance(self.sites, (Site, Input)) else tuple(self.sites)
+        if any(isinstance(s, Input) for s in sites):
+            raise TypeError(
+                "a SourceStack takes jaxinterp.Site sources; for features of argument k, stack masks at its site: "
+                "jaxinterp.SourceStack.at('args.k', masks)"
+            )
         if not sites or not all(isinstance(s, Site) and s.mask is not None for s in sites):
             raise TypeError("a SourceStack needs one or more jaxinterp.Site with stacked masks (leading axis n)")
         sizes = {jnp.shape(s.mask)[0] if jnp.ndim(s.mask) else None for s in sites}

@@ -115,6 +115,10 @@ def test_sweep_rejects_bad_stacks():
         ji.SourceStack.at("embed", jnp.ones((3, 6, 1)), labels=["a", "b"])
     with pytest.raises(TypeError, match="SourceStack"):
         ji.cd_sweep(lambda x: x, ji.Site("embed"))
+    with pytest.raises(TypeError, match=r"SourceStack.at\('args.k', masks\)"):
+        ji.SourceStack(ji.Input(0, jnp.ones((2, 3))))
+    swept = ji.cd_sweep(lambda x: jnp.tanh(x) * 2.0, ji.SourceStack.at("args.0", jnp.eye(3)))(jnp.arange(3.0))
+    np.testing.assert_allclose(swept.rel, jnp.diag(2.0 * jnp.tanh(jnp.arange(3.0))), rtol=1e-6)
     with pytest.raises(ValueError, match="streams"):
         ji.cd_sweep(lambda x: x, ji.every_position(3), streams=3)
     model, tokens = random_transformer("gpt2")
