@@ -46,15 +46,11 @@ def _output_pair(x) -> Pair:
     return R.as_pair(x.value if isinstance(x, Data) else x)
 
 
-def _is_inexact(x) -> bool:
-    return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
-
-
 def _entering(x):
     """A value as a rule sees it: floating-point data as an irrelevant pair, integer data as a plain array."""
     if not isinstance(x, Data):
         return x
-    return R.as_pair(x.value) if _is_inexact(x.value) else x.value
+    return R.as_pair(x.value) if R.is_inexact(x.value) else x.value
 
 
 def _attention_inputs(closed) -> set:
@@ -168,7 +164,7 @@ class _Decomposer(Interpreter):
     def on_tag(self, value, name):
         self.last_site = name
         if isinstance(value, Data):
-            if not _is_inexact(value.value):
+            if not R.is_inexact(value.value):
                 if name in self.sources:
                     raise TypeError(f"site {name!r} holds {value.value.dtype} values, which cannot be a source")
                 return value
@@ -199,7 +195,7 @@ class _Decomposer(Interpreter):
     def loop_values(self, values):
         # plain pairs across loop and branch boundaries (a known total does not survive a carry)
         return [
-            Pair(v.rel, v.irr) if R.is_pair(v) else R.as_pair(_plain(v)) if _is_inexact(_plain(v)) else _plain(v)
+            Pair(v.rel, v.irr) if R.is_pair(v) else R.as_pair(_plain(v)) if R.is_inexact(_plain(v)) else _plain(v)
             for v in values
         ]
 
@@ -446,11 +442,14 @@ def cd(
     `jit`), and under `jit` with `check_nan=True`; otherwise it propagates into both parts. Infinities propagate as
     IEEE arithmetic does.
     """
-    sources = _as_sources(sources)
-    if isinstance(targets, str):
-        targets = (targets,)
+    targets = checked_options(targets, rules, fallback)
+    return Decomposed(f, _as_sources(sources), targets, rules, fallback, bool(check_nan))
+
+
+def checked_options(targets, rules, fallback) -> tuple[str, ...] | None:
+    """The options `cd` and `cd_sweep` share, checked. **Returns:** the target patterns as a tuple (or `None`)."""
     if fallback not in (None, "irrelevant"):
         raise ValueError(f"fallback must be None or 'irrelevant', got {fallback!r}")
     if not isinstance(rules, R.Rules):
         raise TypeError(f"rules must be a jaxinterp.Rules, got {type(rules).__name__}")
-    return Decomposed(f, sources, None if targets is None else tuple(targets), rules, fallback, bool(check_nan))
+    return (targets,) if isinstance(targets, str) else None if targets is None else tuple(targets)

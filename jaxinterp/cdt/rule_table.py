@@ -137,24 +137,18 @@ def _register_all(names: Sequence[str], rule: Rule) -> None:
         register_cd_rule(name, rule)
 
 
-def _is_inexact(dtype) -> bool:
-    return jnp.issubdtype(dtype, jnp.inexact)
-
-
 # ------------------------------------------------------------------------------------------------ linear routing
 def linear(eqn: Equation, *operands) -> list:
     """Operations linear in their floating-point operands jointly (reshapes, slices, gathers, sums, concatenation,
     padding, selection by a predicate, scatters): applied to the relevant parts and to the irrelevant parts.
     Floating-point constants are irrelevant (zero in the relevant pass); integer and boolean operands (indices,
     predicates) are used as they are in both. An integer or boolean output is computed from the totals."""
-    if not all(map(_is_inexact, eqn.out_dtypes)):
+    if not all(map(R.is_inexact, eqn.out_dtypes)):
         return eqn.bind(*map(R.total, operands))
 
     def part(name):
         return [
-            getattr(o, name)
-            if R.is_pair(o)
-            else (o if name == "irr" or not _is_inexact(jnp.result_type(o)) else jnp.zeros_like(o))
+            getattr(o, name) if R.is_pair(o) else (o if name == "irr" or not R.is_inexact(o) else jnp.zeros_like(o))
             for o in operands
         ]
 

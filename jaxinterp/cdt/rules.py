@@ -111,6 +111,11 @@ class Rules:
         return cls(attention="decomposed", normalise_signs=GPT2_NORMALISATION_SITES, bias_split="official")
 
 
+def is_inexact(x) -> bool:
+    """Whether `x` (an array, an abstract value, a dtype or a Python number) holds floating-point values."""
+    return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+
+
 def is_pair(x) -> bool:
     """Whether `x` is a decomposed value (a `Pair`)."""
     return isinstance(x, Pair)

@@ -21,7 +21,7 @@ import numpy as np
 from .. import _compat
 from ..sites import tag_p
 from . import rules as R
-from .decomposition import Data, Program, _Decomposer, _plain, forward_values
+from .decomposition import Data, Program, _Decomposer, _plain, checked_options, forward_values
 from .sources import Input, Pair, Site, head_mask, position_mask
 
 DEFAULT_MEMORY_BUDGET = 2**30
@@ -119,20 +119,16 @@ def bytes_per_source_set(closed, n_parameters: int, n_outputs_bytes: int) -> int
     largest = 0
 
     def largest_inside(jaxpr) -> int:
-        sizes = [_nbytes(v.aval) for eqn in jaxpr.eqns for v in eqn.outvars if _inexact(v.aval)]
+        sizes = [_nbytes(v.aval) for eqn in jaxpr.eqns for v in eqn.outvars if R.is_inexact(v.aval)]
         inner = [largest_inside(sub) for eqn in jaxpr.eqns for sub in _compat.sub_jaxprs(eqn)]
         return max(sizes + inner + [0])
 
     for eqn in closed.jaxpr.eqns:
         if any(v in from_data for v in eqn.invars if not isinstance(v, _compat.Literal)):
             from_data.update(eqn.outvars)
-            sizes = [_nbytes(v.aval) for v in eqn.outvars if _inexact(v.aval)]
+            sizes = [_nbytes(v.aval) for v in eqn.outvars if R.is_inexact(v.aval)]
             largest = max([largest, *sizes, *(largest_inside(sub) for sub in _compat.sub_jaxprs(eqn))])
     return 6 * largest + 2 * n_outputs_bytes
-
-
-def _inexact(aval) -> bool:
-    return hasattr(aval, "dtype") and jnp.issubdtype(aval.dtype, jnp.inexact)
 
 
 class Swept(eqx.Module):
@@ -157,22 +153,25 @@ class Swept(eqx.Module):
 
     def chunk_sizes(self, *args, **kwargs) -> list[int]:
         """How many source sets of each stack are evaluated together under the memory budget (traced, not run)."""
-        program = self._program(args, kwargs)
-        return [self._chunk(program, stack) for stack in self.stacks]
+        per_set = self._bytes_per_set(self._program(args, kwargs))
+        return [self._chunk(stack, per_set) for stack in self.stacks]
 
-    def _chunk(self, program: Program, stack: SourceStack) -> int:
+    def _bytes_per_set(self, program: Program) -> int:
         if self.targets is None:
             out_bytes = sum(_nbytes(v.aval) for v in program.closed.jaxpr.outvars)
         else:
             out_bytes = sum(_nbytes(aval) for name, aval in _tagged_values(program.closed) if name in program.targets)
         n_parameters = len(program.closed.jaxpr.invars) - sum(isinstance(x, Data) for x in program.inputs)
-        per_set = max(1, bytes_per_source_set(program.closed, n_parameters, out_bytes))
+        return max(1, bytes_per_source_set(program.closed, n_parameters, out_bytes))
+
+    def _chunk(self, stack: SourceStack, per_set: int) -> int:
         return int(max(1, min(stack.size, self.memory_budget // per_set)))
 
     def __call__(self, *args, **kwargs) -> Pair:
         program = self._program(args, kwargs)
         totals = forward_values(program.closed, program.inputs)
         forward = _forward_parts(program, totals) if self.one_stream else None
+        per_set = self._bytes_per_set(program)
         results = []
         for stack in self.stacks:
 
@@ -186,7 +185,7 @@ class Swept(eqx.Module):
                 return parts if forward is None else parts.rel  # one stream: irr from the forward, below
 
             masks = tuple(jnp.asarray(s.mask) for s in stack.sites)
-            results.append(jax.lax.map(one_set, masks, batch_size=self._chunk(program, stack)))
+            results.append(jax.lax.map(one_set, masks, batch_size=self._chunk(stack, per_set)))
         stacked = jax.tree_util.tree_map(lambda *parts: jnp.concatenate(parts), *results)
         if forward is None:
             return stacked
@@ -203,7 +202,7 @@ def _forward_parts(program: Program, totals: dict):
     if not set(program.targets) <= set(tagged):
         return None
     # integer sites are not decomposed (cd records none), so they are not among the results
-    return {name: totals[tagged[name]] for name in program.targets if _inexact(tagged[name].aval)}
+    return {name: totals[tagged[name]] for name in program.targets if R.is_inexact(tagged[name].aval)}
 
 
 def _tagged_values(closed) -> list:
@@ -255,12 +254,7 @@ def cd_sweep(
             "cd_sweep's sources are jaxinterp.SourceStack objects (e.g. jaxinterp.every_head(n_layers, n_heads), "
             "jaxinterp.every_position(seq_len), jaxinterp.SourceStack.at('embed', masks)); for one source set use cd"
         )
-    if isinstance(targets, str):
-        targets = (targets,)
-    if fallback not in (None, "irrelevant"):
-        raise ValueError(f"fallback must be None or 'irrelevant', got {fallback!r}")
-    if not isinstance(rules, R.Rules):
-        raise TypeError(f"rules must be a jaxinterp.Rules, got {type(rules).__name__}")
+    targets = checked_options(targets, rules, fallback)
     if streams not in (None, 1, 2):
         raise ValueError(f"streams must be 1, 2 or None, got {streams!r}")
     if isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, np.integer)) or memory_budget <= 0:
@@ -271,4 +265,4 @@ def cd_sweep(
             "one stream would not equal cd; use streams=2 (or None)"
         )
     one_stream = rules.exact if streams is None else streams == 1
-    return Swept(f, stacks, None if targets is None else tuple(targets), rules, fallback, memory_budget, one_stream)
+    return Swept(f, stacks, targets, rules, fallback, memory_budget, one_stream)
