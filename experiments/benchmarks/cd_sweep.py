@@ -38,7 +38,14 @@ import numpy as np
 
 import jaxinterp as ji
 import models
-from experiments.benchmarks.timing import blocking, compile_timed, interleaved_medians, machine_info, memory_stats
+from experiments.benchmarks.timing import (
+    blocking,
+    compile_timed,
+    cost_stats,
+    interleaved_medians,
+    machine_info,
+    memory_stats,
+)
 from experiments.record import markdown_table, results_dir
 
 NAME = "cd_sweep"
@@ -96,7 +103,11 @@ def bench(name: str, model, args: tuple, stacks: list, rules: ji.Rules, official
         "sweep": (lambda m, *a: ji.cd_sweep(m, stacks, rules=rules)(*a)),
         "sweep, official preset": (lambda m, *a: ji.cd_sweep(m, stacks, rules=official_rules)(*a)),
     }
-    compiled = {label: compile_timed(fn, model, *args) for label, fn in functions.items()}
+    compiled = {}
+    for label, fn in functions.items():
+        print(f"{name}: compiling {label}", file=sys.stderr, flush=True)
+        compiled[label] = compile_timed(fn, model, *args)
+    print(f"{name}: timing, {repeats} interleaved rounds", file=sys.stderr, flush=True)
     times = interleaved_medians({k: blocking(c.call, model, *args) for k, c in compiled.items()}, repeats)
     forward = times["forward"]["wall_s"]
     n_half = sum(s.size for s in half)
@@ -114,6 +125,7 @@ def bench(name: str, model, args: tuple, stacks: list, rules: ji.Rules, official
                 "lower_s": compiled[label].lower_s,
                 "compile_s": compiled[label].compile_s,
                 "memory": memory_stats(compiled[label].executable),
+                **cost_stats(compiled[label].executable),
             }
             for label in functions
         },
@@ -121,6 +133,7 @@ def bench(name: str, model, args: tuple, stacks: list, rules: ji.Rules, official
         "sweep_per_set_over_forward": times["sweep"]["wall_s"] / n_sets / forward,
         "marginal_set_over_forward": marginal / forward,
         "official_preset_per_set_over_forward": times["sweep, official preset"]["wall_s"] / n_sets / forward,
+        "sweep_gflop_per_s": (cost_stats(compiled["sweep"].executable)["gflops"] or 0.0) / times["sweep"]["wall_s"],
         "max_abs_sweep_row0_minus_cd": float(jnp.max(jnp.abs(swept.rel[0] - check.rel))),
     }
 
@@ -152,6 +165,8 @@ def summary_rows(record: dict) -> list[dict]:
             "official preset sweep (s)": f"{t['sweep, official preset']['wall_s']:.3g}",
             "sweep compile (s)": f"{t['sweep']['lower_s'] + t['sweep']['compile_s']:.1f}",
             "sweep peak (MiB)": f"{t['sweep']['memory']['total_bytes'] / 2**20:.0f}",
+            "sweep GFLOP (XLA), GFLOP/s": f"{t['sweep']['gflops'] or 0:.0f}, {ours['sweep_gflop_per_s']:.0f}",
+            "official-preset sweep GFLOP": f"{t['sweep, official preset']['gflops'] or 0:.0f}",
         }
         official = record.get("official", {}).get(official_key)
         if official:
@@ -177,6 +192,7 @@ def main(quick: bool = False, official_python: str | None = None, official_repea
     with tempfile.TemporaryDirectory() as folder:
         folder = pathlib.Path(folder)
         if official_python:
+            print("timing the official code (its own progress follows)", file=sys.stderr, flush=True)
             record["official"] = run_official(official_python, folder, quick, official_repeats)
             arrays = dict(np.load(folder / "gpt2_small_random.npz"))
             gpt2, tokens = gpt2_from_arrays(arrays), jnp.asarray(arrays["tokens"])

@@ -260,6 +260,11 @@ def minilm_case(official, seq_len: int, repeats: int) -> tuple[dict, dict]:
         },
     )
     with torch.no_grad():
+        print(
+            f"official code, MiniLM: timing {len(thunks)} cases, {repeats} rounds after a warm-up",
+            file=sys.stderr,
+            flush=True,
+        )
         times = interleaved_medians(thunks, repeats)
     hidden = probes["forward"]["summary"]
     rel, irr = probes["cd_all_sources"]["summary"]
@@ -403,6 +408,11 @@ def gpt_case(official, model, tokens, repeats: int) -> tuple[dict, dict]:
         },
     )
     with torch.no_grad():
+        print(
+            f"official code, GPT-2: timing {len(thunks)} cases, {repeats} rounds after a warm-up",
+            file=sys.stderr,
+            flush=True,
+        )
         times = interleaved_medians(thunks, repeats)
     logits = probes["forward"]["summary"]
     rel, irr = probes["batch_run"]["summary"]

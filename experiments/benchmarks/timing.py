@@ -74,6 +74,23 @@ def memory_stats(executable) -> dict[str, int]:
     return out
 
 
+def cost_stats(executable) -> dict[str, float | None]:
+    """XLA's cost estimate of one call: GFLOP, transcendental operations (millions) and GB of memory traffic
+    (None where the backend gives no estimate)."""
+    cost = executable.cost_analysis()
+    cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+
+    def scaled(key, unit):
+        value = cost.get(key)
+        return float(value) / unit if value else None
+
+    return {
+        "gflops": scaled("flops", 1e9),
+        "transcendentals_m": scaled("transcendentals", 1e6),
+        "bytes_accessed_gb": scaled("bytes accessed", 1e9),
+    }
+
+
 def machine_info() -> dict:
     """Where the numbers were taken: platform, CPU count, load, library versions, JAX backend."""
     versions = {}
