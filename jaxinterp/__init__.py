@@ -6,10 +6,12 @@ between minor versions.
 """
 
 from . import assets as assets
+from . import circuits as circuits
 from . import compilation_cache as compilation_cache
 from . import data as data
 from . import generative_metrics as generative_metrics
 from . import interpreter as interpreter
+from . import patching as patching
 from .capture import Captured as Captured
 from .capture import capture as capture
 from .cdt import Decomposed as Decomposed

@@ -1,5 +1,6 @@
 """The model zoo: equinox Modules for one example, with named sites, and loaders for real checkpoints."""
 
+from . import toy_circuits as toy_circuits
 from .cnn import CNN as CNN
 from .latent_ode import LatentODE as LatentODE
 from .latent_sde import LatentSDE as LatentSDE
@@ -20,6 +21,27 @@ from .neural_sde import DiagonalSDESolve as DiagonalSDESolve
 from .neural_sde import NeuralSDE as NeuralSDE
 from .rnn import GRUClassifier as GRUClassifier
 from .rnn import LSTMClassifier as LSTMClassifier
+from .toy_circuits import InductionBatch as InductionBatch
+from .toy_circuits import IOIBatch as IOIBatch
+from .toy_circuits import ablated_metric as ablated_metric
+from .toy_circuits import circuit_nodes as circuit_nodes
+from .toy_circuits import head_output_sizes as head_output_sizes
+from .toy_circuits import induction_batch as induction_batch
+from .toy_circuits import induction_circuit_heads as induction_circuit_heads
+from .toy_circuits import induction_head_scores as induction_head_scores
+from .toy_circuits import induction_metric as induction_metric
+from .toy_circuits import ioi_batch as ioi_batch
+from .toy_circuits import ioi_head_scores as ioi_head_scores
+from .toy_circuits import ioi_metric as ioi_metric
+from .toy_circuits import load_or_train as load_or_train
+from .toy_circuits import logit_difference_metric as logit_difference_metric
+from .toy_circuits import train_induction_model as train_induction_model
+from .toy_circuits import train_ioi_model as train_ioi_model
+from .toy_circuits import true_circuit_by_ablation as true_circuit_by_ablation
+from .tracr import CompiledProgram as CompiledProgram
+from .tracr import compile_program as compile_program
+from .tracr import from_tracr as from_tracr
+from .transformer import LastPosition as LastPosition
 from .transformer import Transformer as Transformer
 from .transformer import TransformerConfig as TransformerConfig
 from .transformer import bert_config as bert_config

@@ -28,8 +28,9 @@ from jaxinterp.sites import tag
 class TransformerConfig:
     """Architecture of a transformer in the family.
 
-    **Fields:** sizes (`vocab_size`, `d_model`, `n_layers`, `n_heads`, `n_kv_heads`, `d_head`, `d_mlp`,
-    `max_positions`, `type_vocab_size`), `norm` (`"layer"` or `"rms"`), `norm_eps`, `post_norm` (BERT: normalise
+    **Fields:** sizes (`vocab_size`, `d_model`, `n_layers`, `n_heads`, `n_kv_heads`, `d_head`, `d_mlp` (0: no MLP,
+    an attention-only model), `max_positions`, `type_vocab_size`), `norm` (`"layer"`, `"rms"` or `"none"`: no
+    normalisation anywhere, as in compiled tracr models), `norm_eps`, `post_norm` (BERT: normalise
     after each residual addition), `embed_norm` (BERT: layer norm on the embeddings), `activation`, `gated_mlp`
     (Llama SwiGLU), `positional` (`"learned"`, `"sinusoidal"` or `"rope"`; learned and sinusoidal embeddings are
     marked as data, `jaxinterp.as_data`), `rope_theta`, `rope_interleaved` (RoPE on adjacent
@@ -64,10 +65,14 @@ class TransformerConfig:
     def __post_init__(self):
         for field, value, allowed in [
             ("positional", self.positional, ("learned", "sinusoidal", "rope")),
-            ("norm", self.norm, ("layer", "rms")),
+            ("norm", self.norm, ("layer", "rms", "none")),
         ]:
             if value not in allowed:
                 raise ValueError(f"TransformerConfig.{field} must be one of {allowed}, got {value!r}")
+        if self.norm == "none" and (self.post_norm or self.embed_norm):
+            raise ValueError("TransformerConfig: post_norm and embed_norm need a norm, but norm='none'")
+        if self.post_norm and not self.d_mlp:
+            raise ValueError("TransformerConfig: a post-norm model needs an MLP (d_mlp > 0)")
 
     @property
     def kv_heads(self) -> int:
@@ -127,6 +132,14 @@ class Norm(eqx.Module):
         return layer_norm(x, self.weight, self.bias, self.eps)
 
 
+def _norm(cfg: "TransformerConfig") -> "Norm | None":
+    return None if cfg.norm == "none" else Norm(cfg.d_model, cfg.norm, cfg.norm_eps)
+
+
+def _normed(norm: "Norm | None", x):
+    return x if norm is None else norm(x)
+
+
 def sinusoids(seq: int, d: int) -> Float[Array, "seq d"]:
     """The fixed sinusoidal positional embedding of "Attention is all you need": `sin(p / 10000^(2i/d))` in the
     even and `cos` in the odd features of position `p`."""
@@ -176,20 +189,29 @@ class Attention(eqx.Module):
             (zeros((h, dh)), zeros((kvh, dh)), zeros((kvh, dh)), zeros(d)) if cfg.bias else (None,) * 4
         )
 
-    def __call__(self, x, mask, cfg: TransformerConfig, layer: int):
-        def project(w, b):
-            y = jnp.einsum("sm,mhd->shd", x, w)
+    def z(self, xq, xk, xv, mask, cfg: TransformerConfig, layer: int) -> Float[Array, "seq heads d_head"]:
+        """The per-head outputs before `W_O` (tagged `blocks.L.attn.z`).
+
+        **Arguments:** `xq` (`[seq, d_model]`, read by every query head, or `[heads, seq, d_model]`, one input per
+        query head), `xk` and `xv` (likewise, `[seq, d_model]` or `[kv_heads, seq, d_model]`), `mask`
+        (`[1, q, k]`), `cfg`, `layer`.
+        """
+
+        def project(x, w, b):
+            y = jnp.einsum("sm,mhd->shd" if x.ndim == 2 else "hsm,mhd->shd", x, w)
             return y if b is None else y + b
 
-        q, k, v = project(self.w_q, self.b_q), project(self.w_k, self.b_k), project(self.w_v, self.b_v)
+        q, k, v = project(xq, self.w_q, self.b_q), project(xk, self.w_k, self.b_k), project(xv, self.w_v, self.b_v)
         if cfg.positional == "rope":
             q = rotary(q, cfg.rope_theta, cfg.rope_interleaved)
             k = rotary(k, cfg.rope_theta, cfg.rope_interleaved)
         site = f"blocks.{layer}.attn"
         q, k, v = tag(q, f"{site}.q"), tag(k, f"{site}.k"), tag(v, f"{site}.v")
-        z = tag(attention(q, k, v, mask, pattern_site=f"{site}.pattern"), f"{site}.z")
-        out = jnp.einsum("shd,hdm->sm", z, self.w_o)
-        return tag(out if self.b_o is None else out + self.b_o, f"{site}.out")
+        return tag(attention(q, k, v, mask, pattern_site=f"{site}.pattern"), f"{site}.z")
+
+    def __call__(self, x, mask, cfg: TransformerConfig, layer: int):
+        out = jnp.einsum("shd,hdm->sm", self.z(x, x, x, mask, cfg, layer), self.w_o)
+        return tag(out if self.b_o is None else out + self.b_o, f"blocks.{layer}.attn.out")
 
 
 class MLP(eqx.Module):
@@ -223,19 +245,20 @@ class MLP(eqx.Module):
 
 
 class Block(eqx.Module):
-    """One transformer block (pre-norm, or post-norm when `cfg.post_norm`)."""
+    """One transformer block (pre-norm, or post-norm when `cfg.post_norm`; no norms when `cfg.norm == "none"`, no
+    MLP when `cfg.d_mlp == 0`)."""
 
-    ln1: Norm
+    ln1: Norm | None
     attn: Attention
-    ln2: Norm
-    mlp: MLP
+    ln2: Norm | None
+    mlp: MLP | None
 
     def __init__(self, cfg: TransformerConfig, *, key):
         ka, km = jax.random.split(key)
-        self.ln1 = Norm(cfg.d_model, cfg.norm, cfg.norm_eps)
+        self.ln1 = _norm(cfg)
         self.attn = Attention(cfg, key=ka)
-        self.ln2 = Norm(cfg.d_model, cfg.norm, cfg.norm_eps)
-        self.mlp = MLP(cfg, key=km)
+        self.ln2 = _norm(cfg) if cfg.d_mlp else None
+        self.mlp = MLP(cfg, key=km) if cfg.d_mlp else None
 
     def __call__(self, x, mask, cfg: TransformerConfig, layer: int):
         site = f"blocks.{layer}"
@@ -243,8 +266,10 @@ class Block(eqx.Module):
         if cfg.post_norm:
             mid = tag(self.ln1(x + self.attn(x, mask, cfg, layer)), f"{site}.resid_mid")
             return tag(self.ln2(mid + self.mlp(mid, cfg, layer)), f"{site}.resid_post")
-        mid = tag(x + self.attn(self.ln1(x), mask, cfg, layer), f"{site}.resid_mid")
-        return tag(mid + self.mlp(self.ln2(mid), cfg, layer), f"{site}.resid_post")
+        mid = tag(x + self.attn(_normed(self.ln1, x), mask, cfg, layer), f"{site}.resid_mid")
+        if self.mlp is None:
+            return tag(mid, f"{site}.resid_post")
+        return tag(mid + self.mlp(_normed(self.ln2, mid), cfg, layer), f"{site}.resid_post")
 
 
 class Transformer(eqx.Module):
@@ -257,8 +282,11 @@ class Transformer(eqx.Module):
     - `tokens`: int `[seq]`.
     - `token_types`: int `[seq]` (BERT segment ids); zeros when omitted.
     - `attention_mask`: bool or 0/1 `[seq]`, False for padding; all True when omitted.
+    - `output_positions` (keyword): positions to return the output at (an index list or array), saving the
+      unembedding elsewhere; every position when omitted.
 
-    **Returns:** logits `[seq, vocab]` when `cfg.lm_head`, else the final hidden states `[seq, d_model]`.
+    **Returns:** logits `[seq, vocab]` when `cfg.lm_head`, else the final hidden states `[seq, d_model]` (with
+    `output_positions`, `[len(output_positions), ...]`).
     """
 
     cfg: TransformerConfig = eqx.field(static=True)
@@ -279,7 +307,7 @@ class Transformer(eqx.Module):
         self.type_embed = _normal(keys[2], (cfg.type_vocab_size, cfg.d_model)) if cfg.type_vocab_size else None
         self.embed_ln = Norm(cfg.d_model, cfg.norm, cfg.norm_eps) if cfg.embed_norm else None
         self.blocks = [Block(cfg, key=k) for k in keys[4:]]
-        self.ln_final = None if cfg.post_norm else Norm(cfg.d_model, cfg.norm, cfg.norm_eps)
+        self.ln_final = None if cfg.post_norm else _norm(cfg)
         needs_unembed = cfg.lm_head and not cfg.tie_embeddings
         self.unembed = _normal(keys[3], (cfg.d_model, cfg.vocab_size)) if needs_unembed else None
 
@@ -310,7 +338,7 @@ class Transformer(eqx.Module):
             mask = mask & jnp.asarray(attention_mask, bool)[None, :]
         return mask[None]
 
-    def __call__(self, tokens, token_types=None, attention_mask=None):
+    def __call__(self, tokens, token_types=None, attention_mask=None, *, output_positions=None):
         if tokens.ndim != 1:
             raise ValueError(
                 f"the model takes one sequence of token ids, shape [seq]; got shape {tokens.shape} "
@@ -320,9 +348,112 @@ class Transformer(eqx.Module):
         mask = self.attention_mask(tokens.shape[0], attention_mask)
         for layer, block in enumerate(self.blocks):
             x = block(x, mask, self.cfg, layer)
+        return self.readout(x, output_positions)
+
+    def readout(self, x: Float[Array, "seq d_model"], positions=None):
+        """From the last block's output to what the model returns: the final norm (tagged `ln_final`) and the
+        unembedding (tagged `logits`) when the model has them; at the given `positions` only (an index array or
+        list) when given."""
+        if positions is not None:
+            x = x[jnp.asarray(positions)]
         if self.ln_final is not None:
             x = tag(self.ln_final(x), "ln_final")
         if not self.cfg.lm_head:
             return x
         unembed = self.token_embed.T if self.unembed is None else self.unembed
         return tag(x @ unembed, "logits")
+
+    def graph_layout(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """The forward pass as a graph of nodes writing into the residual stream and receivers reading it, for
+        edge-level patching (`jaxinterp.patching.Graph`, `docs/patching.md#the-graph`).
+
+        **Returns:** in execution order, `("send", nodes)` where nodes add their output to the residual stream
+        (`embed`, then per layer `blocks.L.attn.H` for each query head and `blocks.L.mlp`) and `("read",
+        receivers)` where receivers read it (`blocks.L.attn.H.q` per query head, `blocks.L.attn.G.k` and
+        `blocks.L.attn.G.v` per key/value head, `blocks.L.mlp`, and `logits`, or `output` without a
+        language-model head).
+        """
+        cfg = self._graph_config()
+        layout = [("send", ("embed",))]
+        for layer in range(cfg.n_layers):
+            layout.append(("read", self._head_receivers(layer)))
+            layout.append(("send", tuple(f"blocks.{layer}.attn.{h}" for h in range(cfg.n_heads))))
+            if cfg.d_mlp:
+                layout += [("read", (f"blocks.{layer}.mlp",)), ("send", (f"blocks.{layer}.mlp",))]
+        layout.append(("read", ("logits" if cfg.lm_head else "output",)))
+        return tuple(layout)
+
+    def forward_graph(self, mix, tokens, token_types=None, attention_mask=None, *, output_positions=None):
+        """The forward pass with every receiver's input assembled by `mix` from the nodes' outputs.
+
+        **Arguments:**
+
+        - `mix(receivers, outputs, constant)`: called at each `("read", receivers)` step of `graph_layout()` with
+          `outputs` (`[nodes sent so far, seq, d_model]`, in layout order) and `constant` (`[seq, d_model]`, the
+          attention output biases, which are in the residual stream but are no node); returns the receivers'
+          inputs, `[len(receivers), seq, d_model]`. `constant + outputs.sum(0)` for every receiver is the
+          ordinary forward.
+        - `tokens`, `token_types`, `attention_mask`, `output_positions`: as for calling the model.
+
+        **Returns:** what calling the model returns. Sites are tagged as in the ordinary forward, except
+        `blocks.L.resid_*` and `blocks.L.attn.out`, which no receiver reads as a whole.
+        """
+        cfg = self._graph_config()
+        outputs = [self.embed(tokens, token_types)]
+        constant = jnp.zeros_like(outputs[0])
+        mask = self.attention_mask(tokens.shape[0], attention_mask)
+        for layer, block in enumerate(self.blocks):
+            inputs = _normed(block.ln1, mix(self._head_receivers(layer), jnp.stack(outputs), constant))
+            h, g = cfg.n_heads, cfg.kv_heads
+            z = block.attn.z(inputs[:h], inputs[h : h + g], inputs[h + g :], mask, cfg, layer)
+            outputs += list(jnp.einsum("shd,hdm->hsm", z, block.attn.w_o))
+            if block.attn.b_o is not None:
+                constant = constant + block.attn.b_o
+            if block.mlp is not None:
+                (mlp_input,) = mix((f"blocks.{layer}.mlp",), jnp.stack(outputs), constant)
+                outputs.append(block.mlp(_normed(block.ln2, mlp_input), cfg, layer))
+        (x,) = mix(("logits" if cfg.lm_head else "output",), jnp.stack(outputs), constant)
+        return self.readout(x, output_positions)
+
+    def _graph_config(self) -> TransformerConfig:
+        if self.cfg.post_norm:
+            raise ValueError(
+                "a post-norm model (BERT) has no residual-stream graph: its layer norms act on sums of node outputs;"
+                " use node-level methods (activation patching, cd) instead"
+            )
+        return self.cfg
+
+    def _head_receivers(self, layer: int) -> tuple[str, ...]:
+        site = f"blocks.{layer}.attn"
+        heads, kv = range(self.cfg.n_heads), range(self.cfg.kv_heads)
+        return tuple(f"{site}.{h}.q" for h in heads) + tuple(f"{site}.{g}.{p}" for p in "kv" for g in kv)
+
+
+class LastPosition(eqx.Module):
+    """A language model that returns its logits at the last position only, skipping the unembedding elsewhere.
+
+    **Arguments (call):** `tokens` (int `[seq]`).
+
+    **Returns:** logits `[1, vocab]`.
+
+    `graph_layout()` and `forward_graph(mix, tokens)` are the wrapped model's, with the output at the last position,
+    so that edge-level methods (`jaxinterp.patching.Graph`) see the same graph.
+    """
+
+    model: Transformer
+
+    @property
+    def cfg(self):
+        """The wrapped model's configuration."""
+        return self.model.cfg
+
+    def __call__(self, tokens):
+        return self.model(tokens, output_positions=[-1])
+
+    def graph_layout(self):
+        """The wrapped model's `graph_layout()`."""
+        return self.model.graph_layout()
+
+    def forward_graph(self, mix, tokens):
+        """The wrapped model's `forward_graph(mix, tokens)` at the last position. **Returns:** logits `[1, vocab]`."""
+        return self.model.forward_graph(mix, tokens, output_positions=[-1])

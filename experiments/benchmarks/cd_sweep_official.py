@@ -337,26 +337,35 @@ def random_gpt(dims: dict, n_tokens: int, seed: int = SEED):
     return model, tokens
 
 
-def gpt_npz_arrays(model, tokens) -> dict[str, np.ndarray]:
-    """The model's weights in the jaxinterp layout (float32), its tokens (int32 `[seq]`) and its configuration."""
+def weights_in_our_layout(model) -> dict[str, np.ndarray]:
+    """The weights of a GPT-2-style `HookedTransformer` (`LN`, standard positional embeddings) in the layout of
+    `models.Transformer` with `tie_embeddings=False`. **Returns:** `{dotted key: float32 array}`, the keys
+    `models.from_arrays` expects (TransformerLens's `W_Q [heads, d_model, d_head]` becomes `w_q [d_model, heads,
+    d_head]`)."""
 
     def f32(t):
-        return t.detach().numpy().astype(np.float32)
+        return t.detach().cpu().numpy().astype(np.float32)
 
-    cfg = model.cfg
     out = {"token_embed": f32(model.embed.W_E), "position_embed": f32(model.pos_embed.W_pos)}
     for i, block in enumerate(model.blocks):
         b, attn, mlp = f"blocks.{i}.", block.attn, block.mlp
         for ln in ("ln1", "ln2"):
             out[f"{b}{ln}.weight"], out[f"{b}{ln}.bias"] = f32(getattr(block, ln).w), f32(getattr(block, ln).b)
         for x in "qkv":
-            out[f"{b}attn.w_{x}"] = f32(getattr(attn, f"W_{x.upper()}").permute(1, 0, 2))  # [d_model, heads, d_head]
+            out[f"{b}attn.w_{x}"] = f32(getattr(attn, f"W_{x.upper()}").permute(1, 0, 2))
             out[f"{b}attn.b_{x}"] = f32(getattr(attn, f"b_{x.upper()}"))
         out[f"{b}attn.w_o"], out[f"{b}attn.b_o"] = f32(attn.W_O), f32(attn.b_O)
         out[f"{b}mlp.w_in"], out[f"{b}mlp.b_in"] = f32(mlp.W_in), f32(mlp.b_in)
         out[f"{b}mlp.w_out"], out[f"{b}mlp.b_out"] = f32(mlp.W_out), f32(mlp.b_out)
     out["ln_final.weight"], out["ln_final.bias"] = f32(model.ln_final.w), f32(model.ln_final.b)
     out["unembed"] = f32(model.unembed.W_U)
+    return out
+
+
+def gpt_npz_arrays(model, tokens) -> dict[str, np.ndarray]:
+    """The model's weights in the jaxinterp layout (float32), its tokens (int32 `[seq]`) and its configuration."""
+    cfg = model.cfg
+    out = weights_in_our_layout(model)
     out["tokens"] = tokens[0].numpy().astype(np.int32)
     for key in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx"):
         out[key] = np.array(getattr(cfg, key), dtype=np.int64)

@@ -73,3 +73,15 @@ def test_sweep_benchmark_quick_run_writes_its_figures():
                 assert positive_finite(times[key]), (workload, label, key)
             assert positive_finite(times["memory"]["total_bytes"]), (workload, label)
         assert entry["max_abs_sweep_row0_minus_cd"] <= 1e-3
+
+
+def test_patching_benchmark_quick_run_times_every_workload(tmp_path, monkeypatch):
+    from experiments.benchmarks import patching as benchmark
+
+    monkeypatch.setenv("JAXINTERP_RESULTS", str(tmp_path))
+    record = benchmark.main(quick=True)
+    assert set(record["jaxinterp"]) == {"head_out by pos", "head_out all pos", "eap", "forward"}
+    # 2 layers of 4 heads and an MLP: 12 + 5 + 6 * 12 + 10 + 11 edges
+    assert record["sizes"]["edges"] == 110
+    assert all(t["wall_s"] > 0 for t in record["jaxinterp"].values())
+    assert (tmp_path / "benchmarks" / "patching.json").exists()
