@@ -113,3 +113,16 @@ def assert_cases_within(errors, tolerance: float, seeds, what: str):
             f"{what}: {int(bad.sum())} of {len(errors)} cases exceed {tolerance:g}; worst is case {worst} "
             f"(seed {seeds[worst]}) with {errors[worst]:.3g}"
         )
+
+
+def transformer_lens_config(ref):
+    """The `models.gpt2_config` of a fixture made from a TransformerLens `HookedTransformerConfig` (its sizes under
+    `config` / `config_names`, `norm_eps`), with an untied unembedding as TransformerLens has."""
+    import models
+
+    c = dict(zip((str(n) for n in ref["config_names"]), (int(v) for v in ref["config"])))
+    return models.gpt2_config(
+        vocab_size=c["d_vocab"], d_model=c["d_model"], n_layers=c["n_layers"], n_heads=c["n_heads"],
+        d_head=c["d_head"], d_mlp=c["d_mlp"], max_positions=c["n_ctx"], norm_eps=float(ref["norm_eps"]),
+        tie_embeddings=False,
+    )  # fmt: skip

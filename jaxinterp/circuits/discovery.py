@@ -176,10 +176,11 @@ def cdt_circuit(
         means = {site: jnp.zeros_like(mean) for site, mean in means.items()}
     elif ablation != "mean":
         raise ValueError(f"cdt_circuit: ablation is 'mean' or 'zero', got {ablation!r}")
-    output = _batched(cd_sweep(model, _stacks(nodes, means), rules=rules), inputs)
+    stacks = _stacks(nodes, means)
+    output = _batched(cd_sweep(model, stacks, rules=rules), inputs)
     labels = [node.name for node in nodes]
     order = {name: i for i, name in enumerate(labels)}
-    by_stack = [label for stack in _stacks(nodes, means) for label in stack.labels]
+    by_stack = [label for stack in stacks for label in stack.labels]
     output_scores = np.asarray(jax.vmap(score, in_axes=1)(output.rel), float)  # [sets]; axis 0 is the batch
     node_scores = dict(zip(by_stack, _normalised(output_scores)))
     circuit = {n for n in sorted(labels, key=lambda n: (-node_scores[n], order[n]))[:top_k] if node_scores[n] > 0}
@@ -191,9 +192,10 @@ def cdt_circuit(
         if not candidates:
             break
         target_sites = sorted({site for node in targets for site, _ in node.reads})
-        sweep = cd_sweep(model, _stacks(candidates, means), targets=target_sites, rules=rules)
+        stacks = _stacks(candidates, means)
+        sweep = cd_sweep(model, stacks, targets=target_sites, rules=rules)
         swept = _batched(sweep, inputs)
-        names = [label for stack in _stacks(candidates, means) for label in stack.labels]
+        names = [label for stack in stacks for label in stack.labels]
         raw = np.zeros(len(names))
         for target in targets:
             for site, mask in target.reads:

@@ -12,7 +12,7 @@ import pytest
 
 import jaxinterp as ji
 import models
-from tests.helpers import load_fixture, relative_error
+from tests.helpers import load_fixture, relative_error, transformer_lens_config
 
 FIXTURE = "gpt2_cdt_reference.npz"
 LOGIT_CASES = ("head_0_1", "head_1_2", "head_2_0", "heads_0_0_and_1_3", "positions_ioi", "mean_head_1_0")
@@ -40,18 +40,7 @@ def ref():
 def build_model(ref) -> models.Transformer:
     """The fixture's model as a `models.Transformer` in float64 (needs `jax_enable_x64`), every array from the
     fixture."""
-    c = dict(zip((str(n) for n in ref["config_names"]), (int(v) for v in ref["config"])))
-    cfg = models.gpt2_config(
-        vocab_size=c["d_vocab"],
-        d_model=c["d_model"],
-        n_layers=c["n_layers"],
-        n_heads=c["n_heads"],
-        d_head=c["d_head"],
-        d_mlp=c["d_mlp"],
-        max_positions=c["n_ctx"],
-        norm_eps=float(ref["norm_eps"]),
-        tie_embeddings=False,
-    )
+    cfg = transformer_lens_config(ref)
     names = [str(n) for n in ref["param_names"]]
     model = models.from_arrays(cfg, {n: ref[n] for n in names}, source=FIXTURE, dtype=None)
     return model

@@ -29,7 +29,7 @@ import pytest
 
 import jaxinterp as ji
 import models
-from tests.helpers import load_fixture, relative_error
+from tests.helpers import load_fixture, relative_error, transformer_lens_config
 
 FIXTURE = "patching_reference.npz"
 # float32 throughout, TransformerLens and jaxinterp summing in different orders: the logits agree to 3e-7 of their
@@ -86,18 +86,7 @@ def ref():
 @pytest.fixture(scope="module")
 def model(ref) -> models.Transformer:
     """The fixture's model as a `models.Transformer` (float32), every array from the fixture."""
-    c = dict(zip((str(n) for n in ref["config_names"]), (int(v) for v in ref["config"])))
-    cfg = models.gpt2_config(
-        vocab_size=c["d_vocab"],
-        d_model=c["d_model"],
-        n_layers=c["n_layers"],
-        n_heads=c["n_heads"],
-        d_head=c["d_head"],
-        d_mlp=c["d_mlp"],
-        max_positions=c["n_ctx"],
-        norm_eps=float(ref["norm_eps"]),
-        tie_embeddings=False,
-    )
+    cfg = transformer_lens_config(ref)
     arrays = {str(n): ref[f"weights/{n}"] for n in ref["weight_names"]}
     return models.from_arrays(cfg, arrays, source=FIXTURE)
 
