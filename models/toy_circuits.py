@@ -842,17 +842,11 @@ def circuit_nodes(model: Transformer) -> tuple[str, ...]:
     return tuple(nodes)
 
 
-def _layout(model: Transformer) -> tuple[tuple[str, int, int, bool], ...]:
-    """`(site, first node index, number of nodes, per head)` for each ablated site, in node order."""
+def _ablation_nodes(model: Transformer) -> list:
+    """`circuit_nodes(model)` as `jaxinterp.circuits.Node`s (the embedding a node of its own), in the same order."""
     cfg = model.cfg
-    layout, index = [("embed", 0, 1, False)], 1
-    for layer in range(cfg.n_layers):
-        layout.append((f"blocks.{layer}.attn.z", index, cfg.n_heads, True))
-        index += cfg.n_heads
-        if cfg.d_mlp:
-            layout.append((f"blocks.{layer}.mlp.out", index, 1, False))
-            index += 1
-    return tuple(layout)
+    embed = jaxinterp.circuits.Node("embed", "embed", jnp.ones(()), ())
+    return [embed, *jaxinterp.circuits.transformer_nodes(cfg.n_layers, cfg.n_heads, mlps=bool(cfg.d_mlp))]
 
 
 @eqx.filter_jit
@@ -861,9 +855,9 @@ def _site_values(model: Transformer, tokens, sites: tuple[str, ...]):
     return {site: values[site] for site in sites}
 
 
-def _references(model: Transformer, clean, corrupted, ablation: str, layout) -> dict[str, jax.Array]:
-    """The value each ablated site takes, per clean example: `[batch, ...]` for every site of `layout`."""
-    sites = tuple(site for site, *_ in layout)
+def _references(model: Transformer, clean, corrupted, ablation: str, nodes) -> dict[str, jax.Array]:
+    """The value each ablated site takes, per clean example: `[batch, ...]` for every node's site."""
+    sites = tuple(dict.fromkeys(node.site for node in nodes))
     values = _site_values(model, corrupted, sites)
     batch = clean.shape[0]
     if ablation == "resample":
@@ -871,29 +865,6 @@ def _references(model: Transformer, clean, corrupted, ablation: str, layout) -> 
     if ablation == "mean":
         return {s: jnp.broadcast_to(v.mean(0), (batch, *v.shape[1:])) for s, v in values.items()}
     return {s: jnp.zeros((batch, *v.shape[1:]), v.dtype) for s, v in values.items()}
-
-
-def _keep_or_replace(x, *, kept, replacement):
-    return jnp.where(kept, x, replacement)
-
-
-@eqx.filter_jit
-def _sweep(model: Transformer, clean, references, keeps, metric, layout) -> Float[Array, " masks"]:
-    """The metric of the clean run with the nodes where `keeps` (bool `[masks, nodes]`) is False ablated to
-    `references`, for every mask at once (one `jax.vmap` over masks, one over examples)."""
-
-    def with_mask(keep):
-        def one(tokens, reference):
-            edits = {}
-            for site, start, count, per_head in layout:
-                kept = keep[start : start + count]
-                kept = kept[None, :, None] if per_head else kept[0]
-                edits[site] = functools.partial(_keep_or_replace, kept=kept, replacement=reference[site])
-            return jaxinterp.intervene(model, edits)(tokens)
-
-        return metric(jax.vmap(one)(clean, references))
-
-    return jax.vmap(with_mask)(keeps)
 
 
 class _Ablations:
@@ -920,8 +891,8 @@ class _Ablations:
             )
         self.model, self.clean, self.metric = model, clean, metric
         self.nodes = circuit_nodes(model)
-        self.layout = _layout(model)
-        self.references = _references(model, clean, corrupted, ablation, self.layout)
+        self.ablation_nodes = _ablation_nodes(model)
+        self.references = _references(model, clean, corrupted, ablation, self.ablation_nodes)
 
     def __call__(self, masks: np.ndarray) -> np.ndarray:
         masks = np.asarray(masks, bool)
@@ -930,7 +901,9 @@ class _Ablations:
         for start in range(0, len(masks), rows):
             chunk = masks[start : start + rows]
             padded = np.concatenate([chunk, np.ones((rows - len(chunk), len(self.nodes)), bool)])
-            values = _sweep(self.model, self.clean, self.references, jnp.asarray(padded), self.metric, self.layout)
+            values = jaxinterp.circuits.ablated_nodes_metric(
+                self.model, self.ablation_nodes, self.references, self.metric, (self.clean,), padded, per_example=True
+            )
             out.append(np.asarray(values, np.float64)[: len(chunk)])
         values = np.concatenate(out)
         if not np.all(np.isfinite(values)):

@@ -21,7 +21,9 @@ class Config:
     - `eap_ig_steps`: the integration steps of EAP-IG.
     - `acdc_threshold`: ACDC's tau, relative to the metric's range `|m(full) - m(empty)|`; `acdc_max_edges`: ACDC
       is not run on graphs with more edges (it takes one forward per edge: SmolLM2-135M's 70,651 would take hours).
-    - `cdt_top_k`, `cdt_keep_fraction`: CD-T's first-level targets and its per-layer keep threshold.
+    - `cdt_top_k`, `cdt_keep_fraction`: CD-T's first-level targets and its per-layer keep threshold;
+      `cdt_prune_tolerance`: the drop in the metric its pruning tolerates, a fraction of the metric's range (the
+      trained tasks' ground truth tolerates the same 10%).
     - `random_draws`: random circuits drawn per size for the faithfulness baseline.
     - `repeats`: timed calls per method on the compiled and trained tasks (the fastest is reported; the first call
       compiles); the real-model tasks are timed once, compilation included.
@@ -41,6 +43,7 @@ class Config:
     acdc_max_edges: int = 5000
     cdt_top_k: int = 4
     cdt_keep_fraction: float = 0.5
+    cdt_prune_tolerance: float = 0.1
     random_draws: int = 10
     repeats: int = 2
 

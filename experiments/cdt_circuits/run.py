@@ -147,8 +147,8 @@ def real_task(name: str, config: Config) -> Task:
         return Task(
             name, "real", task.model, task.inputs, task.corrupted_inputs, task.metric, task.score,
             circuits.kl_to_model(full), "resample",
-            circuits.transformer_nodes(cfg.n_layers, cfg.n_heads, mlps=True), ji.Rules.official_gpt2(),
-            None, None, task.info,
+            circuits.transformer_nodes(cfg.n_layers, cfg.n_heads, mlps=True, n_kv_heads=cfg.n_kv_heads),
+            ji.Rules.official_gpt2(), None, None, task.info,
         )  # fmt: skip
     build = real_tasks.minilm_sentiment if name == "minilm_sst2" else real_tasks.minilm_news
     task = build(n=config.real_batch, seed=config.seed)
@@ -216,7 +216,7 @@ def run_method(method: str, task: Task, config: Config) -> Found | None:
         found, seconds = _timed(lambda: circuits.cdt_circuit(
             task.model, task.inputs, task.corrupted_inputs, task.score, task.metric, task.nodes,
             top_k=config.cdt_top_k, keep_fraction=config.cdt_keep_fraction, rules=task.rules,
-            ablation="zero" if task.ablation == "zero" else "mean"), config.repeats)  # fmt: skip
+            prune_tolerance=config.cdt_prune_tolerance, ablation="zero" if task.ablation == "zero" else "mean"), config.repeats)  # fmt: skip
         return Found({n: found.scores.get(n, 0.0) for n in names}, None, found, seconds)
     if method == "path_patching":
         found, seconds = _timed(lambda: circuits.path_patching_circuit(

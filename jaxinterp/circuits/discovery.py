@@ -74,21 +74,33 @@ def site_means(f: Callable, nodes: Sequence[Node], reference_inputs: Sequence[ja
     `reference_inputs`)."""
     sites = sorted({node.site for node in nodes} | {site for node in nodes for site, _ in node.reads})
     _, values = jax.vmap(capture(f, *sites))(*reference_inputs)
-    return {site: values[site].mean(0) for site in sites}
+    means = {site: values[site].mean(0) for site in sites}
+    for node in nodes:
+        for site, mask in ((node.site, node.mask), *node.reads):
+            try:
+                jnp.broadcast_shapes(jnp.shape(mask), means[site].shape)
+            except ValueError:
+                raise ValueError(
+                    f"node {node.name!r}: its mask of shape {jnp.shape(mask)} does not broadcast to site {site!r}, "
+                    f"of shape {means[site].shape} (for grouped-query attention pass n_kv_heads to transformer_nodes)"
+                ) from None
+    return means
 
 
-def node_ablation(f: Callable, nodes: Sequence[Node], means: dict[str, jax.Array]):
-    """`run(keep, *args)`: `f` on one example with every node whose `keep` entry is 0 replaced by its reference
-    mean (`site_means`); `keep` is `[len(nodes)]`, fractional values interpolate. Vmaps over `keep`."""
+def node_ablation(f: Callable, nodes: Sequence[Node]):
+    """`run(keep, replacements, *args)`: `f` on one example with every node whose `keep` entry is 0 replaced by
+    its value in `replacements` (site -> the value at that site: a reference mean from `site_means`, zeros, or the
+    example's own corrupted value for resample ablation); `keep` is `[len(nodes)]`, fractional values
+    interpolate. Vmaps over `keep`, and over examples with or without their replacements."""
     by_site: dict[str, list[int]] = {}
     for i, node in enumerate(nodes):
         by_site.setdefault(node.site, []).append(i)
 
-    def run(keep, *args):
+    def run(keep, replacements, *args):
         def edit(site):
             def replace(x):
                 for i in by_site[site]:
-                    x = x + nodes[i].mask * (1 - keep[i]) * (means[site] - x)
+                    x = x + nodes[i].mask * (1 - keep[i]) * (replacements[site] - x)
                 return x
 
             return replace
@@ -99,11 +111,21 @@ def node_ablation(f: Callable, nodes: Sequence[Node], means: dict[str, jax.Array
 
 
 @eqx.filter_jit
-def ablated_nodes_metric(f, nodes: Sequence[Node], means: dict, metric: Callable, inputs, keep) -> jax.Array:
-    """`metric` of the batch `inputs` with the nodes whose `keep` entry is 0 mean-ablated (`node_ablation`);
-    compiled once per model structure, nodes, metric and shapes."""
-    run = node_ablation(f, nodes, means)
-    return metric(jax.vmap(lambda *a: run(keep, *a))(*inputs))
+def ablated_nodes_metric(
+    f, nodes: Sequence[Node], replacements: dict, metric: Callable, inputs, keep, per_example: bool = False
+) -> jax.Array:
+    """`metric` of the batch `inputs` with the nodes whose `keep` entry is 0 ablated to `replacements`
+    (`node_ablation`: one value per site, or with `per_example` one per example, a leading batch axis); `keep`
+    is `[len(nodes)]` or `[masks, len(nodes)]` (then one metric per mask, all in one `vmap`). Compiled once per
+    model structure, nodes, metric and shapes."""
+    run = node_ablation(f, nodes)
+    axes = (None, 0 if per_example else None) + (0,) * len(inputs)
+
+    def one(keep):
+        return metric(jax.vmap(run, in_axes=axes)(keep, replacements, *inputs))
+
+    keep = jnp.asarray(keep, jnp.float32)
+    return jax.vmap(one)(keep) if keep.ndim == 2 else one(keep)
 
 
 @eqx.filter_jit
@@ -112,14 +134,32 @@ def _batched(swept, inputs):
 
 
 def _stacks(nodes: Sequence[Node], means: dict[str, jax.Array]) -> list[SourceStack]:
-    """One source stack per site: each node a source set of its own, mean-ablation sources (CD-T's variant)."""
-    stacks = []
-    for site in dict.fromkeys(node.site for node in nodes):
-        chosen = [node for node in nodes if node.site == site]
-        masks = jnp.stack([jnp.broadcast_to(node.mask, jnp.broadcast_shapes(*(n.mask.shape for n in chosen)))
-                           for node in chosen])  # fmt: skip
-        stacks.append(SourceStack([Site(site, masks, means[site])], labels=[node.name for node in chosen]))
-    return stacks
+    """Every node a source set of its own (mean-ablation sources, CD-T's variant), all in one stack: set `i` has
+    node `i`'s mask at its site and zero masks (no source) at the other nodes' sites, so one decomposition of the
+    model is traced and compiled for all of them, however many sites the nodes sit at."""
+    sites = list(dict.fromkeys(node.site for node in nodes))
+    shapes = {site: jnp.broadcast_shapes(*(n.mask.shape for n in nodes if n.site == site)) for site in sites}
+    masks = {
+        site: jnp.stack([jnp.broadcast_to(node.mask if node.site == site else 0.0, shapes[site]) for node in nodes])
+        for site in sites
+    }
+    return [SourceStack([Site(site, masks[site], means[site]) for site in sites], labels=[n.name for n in nodes])]
+
+
+def _target_score(kind: str, swept, values: dict, means: dict, site: str, mask) -> jax.Array:
+    """Every source set's score at one target input, `[sets]`, averaged over the batch: `"dot"` is
+    `<rel, value - mean>` (the relevant part's projection on the target's deviation from its reference mean),
+    `"l1"` is `mean|rel| / (mean|rel| + mean|irr|)` over the target's entries (P1's two choices)."""
+    rel = swept.rel[site] * mask  # [batch, sets, *site]
+    if kind == "dot":
+        deviation = (values[site] - means[site]) * mask  # [batch, *site]
+        return jnp.einsum("bn...,b...->n", rel, deviation) / rel.shape[0]
+    irr = swept.irr[site] * mask
+    axes = tuple(range(2, rel.ndim))
+    size = jnp.sum(jnp.broadcast_to(mask, rel.shape[2:]) != 0)
+    rel_l1 = jnp.abs(rel).sum(axes) / size
+    irr_l1 = jnp.abs(irr).sum(axes) / size
+    return jnp.mean(rel_l1 / (rel_l1 + irr_l1 + 1e-12), axis=0)
 
 
 def _normalised(values: np.ndarray) -> np.ndarray:
@@ -140,6 +180,7 @@ def cdt_circuit(
     prune: bool = True,
     prune_tolerance: float = 0.0,
     ablation: str = "mean",
+    target_score: str = "dot",
 ) -> Circuit:
     """CD-T circuit discovery (P1, `docs/circuits.md#cd-t-discovery`).
 
@@ -148,25 +189,36 @@ def cdt_circuit(
     2. The `top_k` nodes with a positive score are the first targets. Every node outside the circuit below the
        deepest target is scored against them in one sweep ("dot": `<rel, value - mean>` at each target's
        inputs, `Node.reads`: a head's query, key and value, an MLP's pre-activation; summed over the targets and
-       averaged over the batch), the scores normalised per layer by the layer's largest, and nodes scoring at
+       averaged over the batch; or `target_score="l1"`, the relevant part's share `mean|rel| / (mean|rel| +
+       mean|irr|)` there), the scores normalised per layer by the layer's largest, and nodes scoring at
        least `keep_fraction` join the circuit and become the next targets; this repeats until no node joins
        (down to layer 0).
     3. Greedy pruning: nodes are tried in increasing order of score and dropped when mean-ablating them (with
-       everything outside the circuit mean-ablated) does not lower `metric` by more than `prune_tolerance`.
+       everything outside the circuit mean-ablated) keeps `metric` within `prune_tolerance * |m(full) -
+       m(empty)|` of the unpruned circuit's value (the drops do not compound; `m(empty)`: every node ablated).
 
     **Arguments:** `model` (of one example); `inputs` (positional arguments with a leading batch axis);
     `reference_inputs` (the reference batch whose mean activations ablate); `score(rel_output_batch) -> scalar`
     (e.g. the mean logit difference of `rel`); `metric(output_batch) -> scalar` for pruning (higher is better);
     `nodes` (`transformer_nodes(...)`: heads, MLPs, optionally per position); `top_k`; `keep_fraction`; `rules`
-    (`Rules.official_gpt2()` by default); `prune`, `prune_tolerance`; `ablation`: `"mean"` (the reference
+    (`Rules.official_gpt2()` by default); `prune`; `prune_tolerance` (a fraction of the metric's range, in
+    `[0, 1)`); `ablation`: `"mean"` (the reference
     batch's mean is what a node is measured against and what pruning replaces it with) or `"zero"` (zero: plain
-    CD-T sources, and zero ablation when pruning).
+    CD-T sources, and zero ablation when pruning); `target_score`: `"dot"` or `"l1"` (step 2).
 
     **Returns:** a node-level `Circuit`; every node's score is its output score relative to the best, or its
     normalised score against the targets where higher (in `[-1, 1]`), plus 2 for the circuit's nodes, so that
-    ranking by score puts the circuit first. `info` has the seconds taken and the metric of the
-    circuit and of the full model.
+    ranking by score puts the circuit first. `info` has the seconds taken and the metric of the circuit, of the
+    full model and of the empty circuit.
     """
+    if target_score not in ("dot", "l1"):
+        raise ValueError(f"cdt_circuit: target_score is 'dot' or 'l1', got {target_score!r}")
+    if isinstance(prune_tolerance, bool) or not isinstance(prune_tolerance, (int, float)):
+        raise TypeError(f"cdt_circuit: prune_tolerance is a number, got {prune_tolerance!r}")
+    if not 0.0 <= prune_tolerance < 1.0:
+        raise ValueError(
+            f"cdt_circuit: prune_tolerance is a fraction of the metric's range in [0, 1), got {prune_tolerance}"
+        )
     start = time.perf_counter()
     rules = R.Rules.official_gpt2() if rules is None else rules
     inputs, reference_inputs = tuple(inputs), tuple(reference_inputs)
@@ -199,9 +251,7 @@ def cdt_circuit(
         raw = np.zeros(len(names))
         for target in targets:
             for site, mask in target.reads:
-                deviation = (values[site] - means[site]) * mask  # [batch, *site]
-                rel = swept.rel[site]  # [batch, sets, *site]
-                raw += np.asarray(jnp.einsum("bn...,b...->n", rel, deviation)) / rel.shape[0]
+                raw += np.asarray(_target_score(target_score, swept, values, means, site, mask))
         joined = []
         for layer in sorted({_layer(n) for n in names}):
             in_layer = [i for i, n in enumerate(names) if _layer(n) == layer]
@@ -217,16 +267,18 @@ def cdt_circuit(
 
     keep = np.asarray([name in circuit for name in labels], np.float32)
     current = float(evaluate(keep))
+    full = float(evaluate(np.ones(len(labels), np.float32)))
+    empty = float(evaluate(np.zeros(len(labels), np.float32)))
     if prune:
+        floor = current - prune_tolerance * abs(full - empty)
         for name in sorted(circuit, key=lambda n: (node_scores[n], order[n])):
             trial = keep.copy()
             trial[order[name]] = 0.0
             value = float(evaluate(trial))
-            if value >= current - prune_tolerance:
+            if value >= floor:
                 keep, current = trial, value
     kept = tuple(n for n, k in zip(labels, keep) if k)
-    full = float(evaluate(np.ones(len(labels), np.float32)))
-    info = {"seconds": time.perf_counter() - start, "metric": current, "metric_full": full}
+    info = {"seconds": time.perf_counter() - start, "metric": current, "metric_full": full, "metric_empty": empty}
     # the ranking the method ends with: the circuit's nodes first, each group by score
     ranked = {n: node_scores[n] + (2.0 if n in kept else 0.0) for n in labels}
     return Circuit(kept, scores=ranked, method="cdt", info=info)

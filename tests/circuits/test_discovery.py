@@ -4,6 +4,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jaxinterp as ji
 import models
@@ -30,7 +31,8 @@ def batches(n=6):
     return (clean,), (corrupted,)
 
 
-def test_cdt_discovery_recovers_the_planted_heads():
+@pytest.mark.parametrize("target_score", ["dot", "l1"])
+def test_cdt_discovery_recovers_the_planted_heads(target_score):
     model = planted_model()
     clean, reference = batches()
     full = jax.vmap(model)(*clean)
@@ -38,10 +40,28 @@ def test_cdt_discovery_recovers_the_planted_heads():
     found = circuits.cdt_circuit(
         model, clean, reference, score=lambda rel: jnp.abs(rel[:, -1, :]).mean(), metric=lambda lg: -kl(lg),
         nodes=circuits.transformer_nodes(2, 4), top_k=2, prune_tolerance=1e-3, rules=ji.Rules(),
+        target_score=target_score,
     )  # fmt: skip
     assert set(found.nodes) == PLANTED
     heads = [f"blocks.{layer}.attn.{h}" for layer in range(2) for h in range(4)]
     assert circuits.roc_auc(found.scores, PLANTED, heads) == 1.0
+
+
+def test_cdt_pruning_stays_within_its_tolerance_of_the_unpruned_circuit():
+    model = planted_model()
+    clean, reference = batches()
+    kl = circuits.kl_to_model(jax.vmap(model)(*clean))
+    common = dict(score=lambda rel: jnp.abs(rel[:, -1, :]).mean(), metric=lambda lg: -kl(lg), top_k=8,
+                  keep_fraction=0.0, nodes=circuits.transformer_nodes(2, 4), rules=ji.Rules())  # fmt: skip
+    whole = circuits.cdt_circuit(model, clean, reference, prune=False, **common)
+    for tolerance in (0.0, 0.05, 0.5):
+        pruned = circuits.cdt_circuit(model, clean, reference, prune_tolerance=tolerance, **common)
+        assert set(pruned.nodes) <= set(whole.nodes)
+        span = abs(pruned.info["metric_full"] - pruned.info["metric_empty"])
+        assert pruned.info["metric"] >= whole.info["metric"] - tolerance * span - 1e-6
+    assert len(pruned.nodes) < len(whole.nodes)  # a loose tolerance drops nodes
+    with np.testing.assert_raises(ValueError):
+        circuits.cdt_circuit(model, clean, reference, prune_tolerance=1.5, **common)
 
 
 def test_acdc_keeps_exactly_the_edges_the_planted_heads_use():
@@ -82,3 +102,15 @@ def test_position_resolved_cdt_and_path_patching_find_the_planted_heads():
     assert all("@" in name for name in found.nodes)
     traced = circuits.path_patching_circuit(model, clean, reference, lambda lg: -kl(lg), top_k=2)
     assert set(traced.nodes) == PLANTED
+
+
+def test_cdt_discovery_runs_on_grouped_query_attention_and_names_a_mismatched_mask():
+    cfg = models.llama_config(vocab_size=30, d_model=24, n_layers=2, n_heads=6, n_kv_heads=2, d_head=4, d_mlp=16)
+    model = models.Transformer(cfg, key=jax.random.key(4))
+    clean, reference = batches(4)
+    common = dict(score=lambda rel: rel[:, -1, 3].mean(), metric=lambda lg: lg[:, -1, 3].mean(), top_k=3)
+    nodes = circuits.transformer_nodes(2, 6, mlps=True, n_kv_heads=2)
+    found = circuits.cdt_circuit(model, clean, reference, nodes=nodes, **common)
+    assert found.nodes and set(found.scores) == {node.name for node in nodes}
+    with np.testing.assert_raises_regex(ValueError, "n_kv_heads"):
+        circuits.cdt_circuit(model, clean, reference, nodes=circuits.transformer_nodes(2, 6, mlps=True), **common)
