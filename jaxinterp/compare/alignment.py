@@ -18,6 +18,9 @@ from ..training import minibatches, train
 from ._checks import as_matrix, check_finite, same_rows
 
 
+_AFFINITY_FLOOR = 1e-6
+
+
 class Correlations(NamedTuple):
     """Pearson correlations between the units of two networks on the same examples.
 
@@ -483,8 +486,9 @@ def sparse_prediction(
 def spectral_clusters(correlations: Correlations, num_clusters: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Many-to-many alignment: spectral clustering of the units of both networks together (Li et al. 2016).
 
-    The affinity is the absolute correlation of the joint matrix `[[within_a, cross], [cross^T, within_b]]`
-    (scikit-learn's `SpectralClustering` with a precomputed affinity and k-means label assignment).
+    The affinity is the absolute correlation of the joint matrix `[[within_a, cross], [cross^T, within_b]]`,
+    at least `1e-6` (so that constant units, correlated with nothing, leave the graph connected;
+    scikit-learn's `SpectralClustering` with a precomputed affinity and k-means label assignment).
 
     **Arguments:**
 
@@ -504,7 +508,7 @@ def spectral_clusters(correlations: Correlations, num_clusters: int, *, seed: in
             f"networks), got {num_clusters!r}"
         )
     joint = np.block([[correlations.within_a, cross], [cross.T, correlations.within_b]])
-    affinity = np.abs(joint)
+    affinity = np.maximum(np.abs(joint), _AFFINITY_FLOOR)  # dead units would otherwise disconnect the graph
     np.fill_diagonal(affinity, 1.0)
     clustering = SpectralClustering(num_clusters, affinity="precomputed", random_state=seed, assign_labels="kmeans")
     labels = clustering.fit_predict(affinity)
