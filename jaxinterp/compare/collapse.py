@@ -210,8 +210,9 @@ def collapse_metrics(
     - `centre`: the centring of the means for NC2 and NC3 (see `nc2`).
 
     **Returns:** a dict with `nc1`, the `nc2` entries prefixed `nc2_`, `nc3`, `nc4` (when a classifier is given),
-    `mean_norms` (the norm of each class's centred or uncentred mean, per `centre`), `classifier_norms`
-    and `counts`.
+    `mean_norms` (the norm of each class's centred or uncentred mean, per `centre`), `counts`, and with a
+    classifier `classifier_norms` and `classifier_mean_cosines` (the cosine between classifier row `c` and class
+    mean `c`, which is 1 when they are aligned even if their lengths differ class by class).
     """
     features, labels, num_classes = _features_and_labels(features, labels, num_classes, "collapse_metrics")
     stats = class_means(features, labels, num_classes)
@@ -224,5 +225,8 @@ def collapse_metrics(
     if classifier is not None:
         out["nc3"] = nc3(classifier, stats.means, stats.global_mean, centre=centre)
         out["nc4"] = nc4(features, classifier, bias, stats.means)
-        out["classifier_norms"] = np.linalg.norm(np.asarray(classifier, dtype=np.float64), axis=1).tolist()
+        w = np.asarray(classifier, dtype=np.float64)
+        out["classifier_norms"] = np.linalg.norm(w, axis=1).tolist()
+        m = _centred(stats.means, stats.global_mean, centre, "collapse_metrics")
+        out["classifier_mean_cosines"] = np.diag(_cosines(np.concatenate([w, m]))[: len(w), len(w) :]).tolist()
     return out

@@ -23,6 +23,7 @@ def test_the_metrics_of_a_collapsed_simplex_etf_are_zero():
         assert metrics[name] == pytest.approx(0.0, abs=1e-10), name
     assert metrics["nc2_max_abs_cosine"] == pytest.approx(1 / 3)
     np.testing.assert_allclose(metrics["mean_norms"], 2.5)
+    np.testing.assert_allclose(metrics["classifier_mean_cosines"], 1.0)
     assert metrics["counts"] == [30] * 4
 
 
@@ -48,6 +49,11 @@ def test_the_metrics_of_a_perturbed_etf_are_not_zero():
 def test_orthogonal_means_of_unequal_lengths_for_the_imbalanced_bias_free_case():
     basis = ortho_group.rvs(6, random_state=0)[:3]
     means = np.array([[3.0], [2.0], [1.0]]) * basis
+    labels = np.repeat(np.arange(3), [30, 20, 10])
+    metrics = compare.collapse_metrics(means[labels], labels, np.array([[0.5], [1.0], [2.0]]) * basis, centre="none")
+    np.testing.assert_allclose(metrics["classifier_mean_cosines"], 1.0)  # aligned, though not proportional
+    assert metrics["nc3"] > 0.1 and metrics["nc4"] == 0.0
+    np.testing.assert_allclose(metrics["mean_norms"], [3.0, 2.0, 1.0])
     result = compare.nc2(means, centre="none")
     assert result["max_abs_cosine"] == pytest.approx(0.0, abs=1e-12)
     assert result["equinorm"] > 0.3
