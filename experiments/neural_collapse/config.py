@@ -31,8 +31,8 @@ class NeuralCollapseConfig:
     imbalanced_counts: tuple[int, ...] = (200, 100, 50, 25)
     width: int = 16
     depth: int = 3
-    weight_decay: float = 5e-4
-    steps: int = 20_000
+    weight_decay: float = 5e-3
+    steps: int = 10_000
     learning_rate: float = 0.05
     momentum: float = 0.9
     num_evaluations: int = 16

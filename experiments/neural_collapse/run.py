@@ -26,23 +26,30 @@ SLUG = "neural_collapse"
 
 
 class DeepLinear(eqx.Module):
-    """Bias-free linear layers `h_l = W_l h_(l-1)` and a classifier `W h_M`; `features` holds the free features
-    `h_0` of the unconstrained feature model (one row per training example), or `None` when `h_0` is the input."""
+    """Bias-free linear layers `h_l = W_l h_(l-1)` and a classifier `W h_M`.
+
+    `features` holds the free features of the unconstrained feature model (one row per training example), stored
+    divided by `sqrt(N)`: each feature's gradient under a mean over examples is `1 / N` of the weights', and the
+    rescaling gives it the weights' step size without changing the objective. `None` when `h_0` is the input."""
 
     features: jax.Array | None
     layers: tuple[jax.Array, ...]
     classifier: jax.Array
 
+    def free_features(self):
+        return self.features * np.sqrt(self.features.shape[0])
+
     def hidden(self, inputs):
         """Every layer's features `[h_0, ..., h_M]`, each `[examples, width]`."""
-        h = [self.features if inputs is None else inputs]
+        h = [self.free_features() if inputs is None else inputs]
         for w in self.layers:
             h.append(h[-1] @ w.T)
         return h
 
     def penalty(self):
+        """`sum_l ||W_l||^2 / 2`, plus the free features' `||H||^2 / (2 N)` (the same decay per example)."""
         weights = sum(jnp.sum(w**2) for w in (*self.layers, self.classifier))
-        free = 0.0 if self.features is None else jnp.sum(self.features**2) / self.features.shape[0]
+        free = 0.0 if self.features is None else jnp.sum(self.free_features() ** 2) / self.features.shape[0]
         return 0.5 * (weights + free)
 
 
@@ -51,7 +58,7 @@ def initial(config: NeuralCollapseConfig, in_size: int | None, n: int, key) -> D
     sizes = [config.width if in_size is None else in_size] + [config.width] * config.depth
     layers = tuple(jr.normal(k, (out, fan_in)) / np.sqrt(fan_in) for k, fan_in, out in zip(keys[1:], sizes, sizes[1:]))
     classifier = jr.normal(keys[-1], (config.num_classes, config.width)) / np.sqrt(config.width)
-    features = None if in_size is not None else jr.normal(keys[0], (n, config.width))
+    features = None if in_size is not None else jr.normal(keys[0], (n, config.width)) / np.sqrt(n)
     return DeepLinear(features, layers, classifier)
 
 
@@ -70,14 +77,15 @@ def _loss_fn(kind: str, weight_decay: float):
 
 def make_data(config: NeuralCollapseConfig, source: str, counts: tuple[int, ...]):
     """`(inputs or None, labels)`: MNIST images of the first classes (the first `counts[c]` of class `c`,
-    flattened and centred), or no inputs for the unconstrained features."""
+    flattened and scaled to a mean length of 1, not centred: the networks are bias-free), or no inputs for the
+    unconstrained features."""
     labels = np.repeat(np.arange(config.num_classes), counts).astype(np.int32)
     if source == "unconstrained":
         return None, labels
     images, digit = datasets.mnist("train")
     chosen = np.concatenate([np.flatnonzero(digit == c)[:n] for c, n in enumerate(counts)])
     x = images[chosen].reshape(len(chosen), -1)
-    return jnp.asarray(x - x.mean(axis=0)), labels
+    return jnp.asarray(x / np.linalg.norm(x, axis=1).mean()), labels
 
 
 def evaluate(model: DeepLinear, inputs, labels) -> dict:
@@ -160,9 +168,11 @@ def main(config: NeuralCollapseConfig) -> dict:
         final = result["final"]
         table.append({
             "features": source, "loss": loss, "classes": balance, "NC1": final["nc1"],
-            "NC2 (ETF distance)": final["nc2_etf_distance"], "NC3": final["nc3"], "NC4": final["nc4"],
+            "NC2 (ETF distance)": final["nc2_etf_distance"], "NC3": final["nc3"],
+            "NC3 (uncentred)": final["nc3_uncentred"], "NC4": final["nc4"],
             "max cos, uncentred means": final["uncentred_max_abs_cosine"],
             "norms vs counts (Spearman)": result.get("norm_vs_count_spearman", ""),
+            "classifier norms vs counts": result.get("classifier_norm_vs_count_spearman", ""),
             "min cos(w_c, mean_c)": min(final["classifier_mean_cosines"]),
         })  # fmt: skip
     plot(results_dir(SLUG) / "collapse.png", settings)

@@ -28,15 +28,17 @@ class RelativeRepresentationsConfig:
     mlp_hidden: tuple[int, ...] = (256,)
     cnn_channels: tuple[int, ...] = (8, 16)
     decoder_hidden: tuple[int, ...] = (128,)
-    num_anchors: int = 300
+    num_anchors: int = 200
     anchor_strategy: str = "by_class"
     train_size: int | None = None
-    train_steps: int = 1000
+    train_steps: int = 500
     batch_size: int = 128
     learning_rate: float = 1e-3
-    test_size: int = 10_000
+    test_size: int = 5000
 
     @classmethod
     def quick(cls) -> "RelativeRepresentationsConfig":
         """The `--quick` variant: MNIST, two seeds, short training, about a minute on two CPU cores."""
-        return cls(datasets=("mnist",), num_seeds=2, train_size=10_000, train_steps=250, test_size=2000)
+        return cls(
+            datasets=("mnist",), num_seeds=2, num_anchors=100, train_size=10_000, train_steps=200, test_size=1000
+        )

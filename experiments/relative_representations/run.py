@@ -60,6 +60,11 @@ def _absolute_logits(model, images, anchors):
     return _logits(model, images, None)
 
 
+@eqx.filter_jit
+def _encode(encoder_, images):
+    return jax.vmap(encoder_)(images)
+
+
 def plot(path, rows: list[dict]) -> None:
     """Accuracy of each kind of stitching, absolute against relative, per data set."""
     kinds = ["end-to-end", "stitched across seeds", "stitched across architectures"]
@@ -93,7 +98,10 @@ def run_dataset(name: str, config: RelativeRepresentationsConfig) -> tuple[dict,
     anchors = jnp.asarray(train_x[anchor_index])
     networks, training = {}, {}
     for kind, representation, i in itertools.product(config.encoders, REPRESENTATIONS, range(config.num_seeds)):
-        encoder_key, decoder_key, train_key = jr.split(jr.fold_in(jr.key(config.seed + i), len(kind)), 3)
+        stream = jr.fold_in(
+            jr.key(config.seed + i), 2 * config.encoders.index(kind) + REPRESENTATIONS.index(representation)
+        )
+        encoder_key, decoder_key, train_key = jr.split(stream, 3)
         width = config.num_anchors if representation == "relative" else config.latent_width
         model = (encoder(kind, config, encoder_key), Decoder(MLP(width, config.decoder_hidden, 10, key=decoder_key)))
         relative = representation == "relative"
@@ -133,8 +141,8 @@ def run_dataset(name: str, config: RelativeRepresentationsConfig) -> tuple[dict,
         pairs = [(i, j) for i in range(config.num_seeds) for j in range(config.num_seeds) if (kind_a, i) < (kind_b, j)]
         values = []
         for i, j in pairs:
-            za = eqx.filter_jit(jax.vmap)(networks[kind_a, "absolute", i][0])(probe)
-            zb = eqx.filter_jit(jax.vmap)(networks[kind_b, "absolute", j][0])(probe)
+            za = _encode(networks[kind_a, "absolute", i][0], probe)
+            zb = _encode(networks[kind_b, "absolute", j][0], probe)
             values.append(compare.linear_cka(np.asarray(za), np.asarray(zb)))
         if values:
             latent_cka[f"{kind_a}-{kind_b}"] = float(np.mean(values))

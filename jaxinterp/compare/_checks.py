@@ -1,6 +1,7 @@
 """Input validation shared by the comparison methods: every error names the function, the argument and, for
 non-finite values, where the first one is."""
 
+import jax
 import numpy as np
 
 
@@ -18,7 +19,10 @@ def as_matrix(x, name: str, where: str, *, min_rows: int = 1) -> np.ndarray:
 
 
 def check_finite(x, name: str, where: str) -> None:
-    """Raise a `ValueError` naming the first non-finite entry of `x`, if there is one."""
+    """Raise a `ValueError` naming the first non-finite entry of `x`, if there is one (a traced value, inside
+    `jit` or `vmap`, has no values yet and is not checked)."""
+    if isinstance(x, jax.core.Tracer):
+        return
     array = np.asarray(x)
     finite = np.isfinite(array)
     if not finite.all():

@@ -17,7 +17,6 @@ from ..capture import capture
 from ..training import minibatches, train
 from ._checks import as_matrix, check_finite, same_rows
 
-
 _AFFINITY_FLOOR = 1e-6
 
 

@@ -36,10 +36,8 @@ def relative_representation(
             "relative_representation: x [examples, d] and anchors [anchors, d] must share the latent width d, got "
             f"shapes {x.shape} and {anchors.shape}"
         )
-    if not isinstance(x, jax.core.Tracer):
-        check_finite(x, "x", "relative_representation")
-    if not isinstance(anchors, jax.core.Tracer):
-        check_finite(anchors, "anchors", "relative_representation")
+    check_finite(x, "x", "relative_representation")
+    check_finite(anchors, "anchors", "relative_representation")
     x = x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + eps)
     anchors = anchors / (jnp.linalg.norm(anchors, axis=-1, keepdims=True) + eps)
     return x @ anchors.T
