@@ -138,7 +138,8 @@ def run_dataset(name: str, config: RelativeRepresentationsConfig) -> tuple[dict,
     latent_cka = {}
     probe = jnp.asarray(test_x[:1000])
     for kind_a, kind_b in itertools.combinations_with_replacement(config.encoders, 2):
-        pairs = [(i, j) for i in range(config.num_seeds) for j in range(config.num_seeds) if (kind_a, i) < (kind_b, j)]
+        seeds = range(config.num_seeds)
+        pairs = [(i, j) for i in seeds for j in seeds if kind_a != kind_b or i < j]
         values = []
         for i, j in pairs:
             za = _encode(networks[kind_a, "absolute", i][0], probe)
