@@ -242,7 +242,7 @@ def match_units(similarity: Float[ArrayLike, "units_a units_b"]) -> Matching:
 
     **Returns:** a `Matching` of `min(units_a, units_b)` pairs, in the order of A's units; no unit is used twice.
     """
-    from scipy.optimize import linear_sum_assignment  # scipy.optimize takes about 0.3 s to import
+    from scipy.optimize import linear_sum_assignment  # imported when used, so `import jaxinterp` stays light
 
     similarity = _similarity(similarity, "match_units")
     rows, columns = linear_sum_assignment(similarity, maximize=True)
