@@ -7,6 +7,7 @@ between minor versions.
 
 from . import assets as assets
 from . import circuits as circuits
+from . import compare as compare
 from . import compilation_cache as compilation_cache
 from . import data as data
 from . import generative_metrics as generative_metrics
