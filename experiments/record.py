@@ -33,10 +33,11 @@ def _versions() -> dict[str, str]:
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Render a list of dicts with the same keys as a Markdown table (floats to 4 significant digits)."""
+    """Render a list of dicts as a Markdown table (floats to 4 significant digits): the columns are every key of
+    any row, in the order first seen; a row without a key leaves its cell empty."""
     if not rows:
         return ""
-    keys = list(rows[0])
+    keys = list(dict.fromkeys(key for row in rows for key in row))
 
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)
