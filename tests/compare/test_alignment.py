@@ -140,3 +140,19 @@ def test_spectral_clusters_group_units_driven_by_the_same_source_across_networks
     assert len(set(labels_a)) == 3
     with pytest.raises(ValueError, match="num_clusters must be an integer from 2 to 11"):
         compare.spectral_clusters(compare.correlations(a, b), 12)
+
+
+@pytest.mark.parametrize("name", ["minilm", "smollm2"])
+def test_unit_correlations_stream_over_a_pretrained_transformers_sites(name, request):
+    model, _ = request.getfixturevalue(name)
+    tokens = jr.randint(jr.key(5), (4, 6), 1000, 2000)
+    site_a, site_b = "blocks.0.mlp.out", "blocks.1.mlp.out"
+    streamed = compare.unit_correlations(model, model, tokens, {site_a: site_b}, unit_axis=-1, batch_size=3)
+    _, values = jax.vmap(capture(model, site_a, site_b))(tokens)
+    a, b = (np.asarray(values[site], np.float64).reshape(-1, values[site].shape[-1]) for site in (site_a, site_b))
+    width = a.shape[1]
+    direct = np.corrcoef(a, b, rowvar=False)
+    result = streamed[site_a]
+    assert result.count == 4 * 6  # every token position of every sequence is a sample
+    np.testing.assert_allclose(result.cross, direct[:width, width:], atol=1e-4)
+    np.testing.assert_allclose(result.within_a, direct[:width, :width], atol=1e-4)
