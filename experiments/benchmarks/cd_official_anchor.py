@@ -56,6 +56,17 @@ def interleaved_medians(thunks: dict, repeats: int) -> dict[str, float]:
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
+def package_versions(*distributions: str) -> dict[str, str | None]:
+    """Python's version and each installed distribution's (`None` where one is not installed)."""
+    found = {"python": platform.python_version()}
+    for dist in distributions:
+        try:
+            found[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            found[dist] = None
+    return found
+
+
 def main(quick: bool = False) -> dict:
     """Time the official CD-T propagation against the forward. **Returns:** the record written."""
     sys.path.insert(0, os.environ["CD_CIRCUIT_PATH"])

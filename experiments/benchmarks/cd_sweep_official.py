@@ -66,6 +66,7 @@ from experiments.benchmarks.cd_official_anchor import (  # stdlib and torch only
     MINILM_DIR,
     MINILM_DIST,
     interleaved_medians,
+    package_versions,
     sst2_dev_sentences,
 )
 
@@ -473,17 +474,6 @@ def gpt_case(official, model, tokens, repeats: int) -> tuple[dict, dict]:
     return record, outputs
 
 
-def versions() -> dict:
-    """Python and the versions of the packages the official code runs on."""
-    found = {"python": platform.python_version()}
-    for dist in ("torch", "transformers", "transformer-lens", "fancy-einsum", "numpy"):
-        try:
-            found[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            found[dist] = None
-    return found
-
-
 def print_table(record: dict) -> None:
     """A short table of the times and ratios on stdout."""
     m, g = record["minilm"], record["gpt2_small_random"]
@@ -552,7 +542,7 @@ def main(argv: list[str] | None = None) -> dict:
             "load_average_1min_start": load_start,
             "load_average_1min_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         },
-        "versions": versions(),
+        "versions": package_versions("torch", "transformers", "transformer-lens", "fancy-einsum", "numpy"),
         "cd_circuit": {
             "path": str(checkout),
             "commit": cd_circuit_commit(checkout),

@@ -43,7 +43,6 @@ run the same model and check that it agrees.
 """
 
 import argparse
-import importlib.metadata
 import json
 import os
 import pathlib
@@ -62,7 +61,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from experiments.benchmarks.cd_official_anchor import interleaved_medians  # stdlib and torch only
+from experiments.benchmarks.cd_official_anchor import interleaved_medians, package_versions  # stdlib and torch only
 from experiments.benchmarks.cd_sweep_official import GPT_FULL, GPT_QUICK, SEED, random_gpt, weights_in_our_layout
 
 PROMPT_SEED = SEED + 2
@@ -128,17 +127,6 @@ def timed_rounds(thunks: dict, repeats: int) -> tuple[dict[str, list[float]], di
             else:
                 first[name] = result
     return samples, {"results": first, "max_abs_repeat_difference": drift}
-
-
-def versions() -> dict:
-    """Python and the versions of the packages the benchmark ran on."""
-    found = {"python": platform.python_version()}
-    for dist in ("torch", "transformer-lens", "numpy"):
-        try:
-            found[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            found[dist] = None
-    return found
 
 
 def peak_rss_mib() -> float:
@@ -284,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict:
             "load_average_1min_start": load_start,
             "load_average_1min_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         },
-        "versions": versions(),
+        "versions": package_versions("torch", "transformer-lens", "numpy"),
     }
     args.npz.parent.mkdir(parents=True, exist_ok=True)
     np.savez(args.npz, **arrays)
