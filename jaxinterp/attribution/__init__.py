@@ -1,0 +1,1 @@
+"""Local attributions: which input features (tokens, words, spans) a prediction depends on."""
