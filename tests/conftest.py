@@ -69,6 +69,13 @@ def smollm2():
     return models.load("smollm2-135m")
 
 
+@pytest.fixture(scope="session")
+def text_classifier_cache(tmp_path_factory):
+    """A jaxinterp cache folder shared by the tests that fine-tune the small text classifier (`SMALL_FINE_TUNING`),
+    so that it is fine-tuned once per test process."""
+    return tmp_path_factory.mktemp("text-classifier-cache")
+
+
 def pytest_collection_modifyitems(items):
     """Every test that loads real pretrained weights (through the `minilm` or `smollm2` fixtures) is marked
     `pretrained`."""

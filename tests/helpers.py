@@ -126,3 +126,10 @@ def transformer_lens_config(ref):
         d_head=c["d_head"], d_mlp=c["d_mlp"], max_positions=c["n_ctx"], norm_eps=float(ref["norm_eps"]),
         tie_embeddings=False,
     )  # fmt: skip
+
+
+def small_fine_tuning():
+    """The smallest fine-tuning the tests run: one MiniLM block on 256 SST-2 texts (about half a minute)."""
+    from models.text_classifiers import FineTuning
+
+    return FineTuning(trained_blocks=1, train_rows=256, epochs=1.0, learning_rate=2e-4)

@@ -16,8 +16,7 @@ import numpy as np
 
 import jaxinterp as ji
 import models
-from experiments.demo.run import _features, sst2_classifier
-from models.sentence_classifier import SentenceClassifier
+from models import text_classifiers
 from models.transformer import LastPosition
 
 
@@ -204,10 +203,6 @@ def smollm2_ioi(n_prompts: int = 16, seed: int = 0, *, loaded: tuple | None = No
 # ----------------------------------------------------------------------------------------------------------------
 # Sentence classification on MiniLM
 
-AG_NEWS_HEAD_FILE = "ag_news_minilm_head.npz"
-AG_NEWS_TRAIN_ARTICLES = 2000
-AG_NEWS_EVAL_ARTICLES = 400
-
 
 def _unpadded(tokenizer):
     """A copy of `tokenizer` with padding switched off (so that `len(encoding.ids)` is the true length)."""
@@ -216,43 +211,6 @@ def _unpadded(tokenizer):
     copy = tokenizers.Tokenizer.from_str(tokenizer.to_str())
     copy.no_padding()
     return copy
-
-
-def ag_news_classifier(seed: int = 0) -> tuple[SentenceClassifier, "tokenizers.Tokenizer", dict]:  # noqa: F821
-    """MiniLM with an AG News logistic-regression head, trained on first use and cached in the jaxinterp cache.
-
-    AG News has only its test split offline, so the head is fitted on `AG_NEWS_TRAIN_ARTICLES` articles (after a
-    seeded shuffle) of the training part of `jaxinterp.data.ag_news_split(seed=0)`, on the demo's mean-pooled MiniLM
-    features (`experiments.demo.run._features`, at most 64 tokens), and scored on `AG_NEWS_EVAL_ARTICLES` held-out
-    articles; the held-out part is never trained on.
-
-    **Arguments:** `seed`: seeds the choice of training articles (first training only).
-
-    **Returns:** `(classifier, tokenizer, info)`: a `SentenceClassifier` with four logits (`AG_NEWS_CLASSES`), the
-    MiniLM tokenizer, and `info` holding the held-out accuracy and the cache path.
-    """
-    from sklearn.linear_model import LogisticRegression
-
-    encoder, tokenizer = models.load("minilm-l6")
-    path = ji.assets.cache_dir() / AG_NEWS_HEAD_FILE
-    if path.exists():
-        stored = np.load(path)
-        weight, bias, accuracy = stored["weight"], stored["bias"], float(stored["heldout_accuracy"])
-    else:
-        print(f"Training the AG News head on MiniLM features (first run only; cached at {path}) ...")
-        (texts, labels), (heldout_texts, heldout_labels) = ji.data.ag_news_split(seed=0)
-        chosen = np.random.default_rng(seed).permutation(len(texts))[:AG_NEWS_TRAIN_ARTICLES]
-        plain = _unpadded(tokenizer)
-        train_x = _features(encoder, plain, [texts[i] for i in chosen])
-        fit = LogisticRegression(C=10.0, max_iter=2000).fit(train_x, labels[chosen])
-        evaluated = np.random.default_rng(seed + 1).permutation(len(heldout_texts))[:AG_NEWS_EVAL_ARTICLES]
-        eval_x = _features(encoder, plain, [heldout_texts[i] for i in evaluated])
-        accuracy = float(fit.score(eval_x, heldout_labels[evaluated]))
-        weight, bias = fit.coef_.astype(np.float32), fit.intercept_.astype(np.float32)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, weight=weight, bias=bias, heldout_accuracy=accuracy)
-    classifier = SentenceClassifier(encoder, jnp.asarray(weight), jnp.asarray(bias))
-    return classifier, tokenizer, {"heldout_accuracy": accuracy, "head": str(path)}
 
 
 def _margin(rel: jax.Array, total: jax.Array, labels: jax.Array) -> jax.Array:
@@ -325,8 +283,8 @@ def _classification_task(
 
 
 def minilm_sentiment(n: int = 32, seed: int = 0, *, max_tokens: int = 32) -> CircuitTask:
-    """SST-2 sentiment on MiniLM with the demo's logistic-regression head (`experiments.demo.run.sst2_classifier`,
-    trained on SST-2 training sentences on first use and cached).
+    """SST-2 sentiment on MiniLM with the frozen-feature logistic-regression head
+    (`models.text_classifiers.frozen_head_classifier("sst2")`, fitted on first use and cached).
 
     The clean batch is `n` SST-2 dev sentences (never trained on) of at most `max_tokens` tokens, alternating
     negative and positive, drawn with `seed`; the reference batch is `n` other dev sentences, each of the other
@@ -340,10 +298,10 @@ def minilm_sentiment(n: int = 32, seed: int = 0, *, max_tokens: int = 32) -> Cir
     classification margin `logit[label] - max other logit` (`jaxinterp.classification_score`) and score the same
     with the competitor fixed by the clean logits. `info` holds `clean_margin`, `corrupted_margin` (the clean labels'
     margin on the reference batch), `accuracy`, `corrupted_accuracy` (against the reference batch's own labels), the
-    head's `dev_accuracy` and cache path, the texts and labels. The encoder is post-norm (BERT): only node-level
+    head's `heldout_accuracy` (GLUE dev) and cache path, the texts and labels. The encoder is post-norm (BERT): only node-level
     methods apply.
     """
-    classifier, tokenizer, head_info = sst2_classifier()
+    classifier, tokenizer, head_info = text_classifiers.frozen_head_classifier("sst2")
     texts, labels = ji.data.sst2("dev")
     return _classification_task(
         "minilm_sst2", classifier, tokenizer, texts, labels, ("negative", "positive"), n, seed, max_tokens, head_info
@@ -351,7 +309,8 @@ def minilm_sentiment(n: int = 32, seed: int = 0, *, max_tokens: int = 32) -> Cir
 
 
 def minilm_news(n: int = 32, seed: int = 0, *, max_tokens: int = 48) -> CircuitTask:
-    """AG News topic classification on MiniLM with a logistic-regression head (`ag_news_classifier`, trained on
+    """AG News topic classification on MiniLM with the frozen-feature logistic-regression head
+    (`models.text_classifiers.frozen_head_classifier("agnews")`, fitted on
     first use and cached).
 
     The clean batch is `n` articles from the held-out part of `jaxinterp.data.ag_news_split(seed=0)` of at most
@@ -365,7 +324,7 @@ def minilm_news(n: int = 32, seed: int = 0, *, max_tokens: int = 48) -> CircuitT
     **Returns:** a `CircuitTask` named `minilm_agnews`, as `minilm_sentiment` but with four classes
     (`jaxinterp.data.AG_NEWS_CLASSES`) and the head's `heldout_accuracy` in `info`.
     """
-    classifier, tokenizer, head_info = ag_news_classifier()
+    classifier, tokenizer, head_info = text_classifiers.frozen_head_classifier("agnews")
     _, (texts, labels) = ji.data.ag_news_split(seed=0)
     return _classification_task(
         "minilm_agnews", classifier, tokenizer, texts, labels, ji.data.AG_NEWS_CLASSES, n, seed, max_tokens, head_info

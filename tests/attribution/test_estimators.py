@@ -7,13 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import shap
+from lime import lime_base, lime_text
 
 from jaxinterp.attribution.lime import lime, lime_distances, lime_fit, lime_samples
 from jaxinterp.attribution.shapley import exact_shapley, kernel_shap, kernel_shap_fit, kernel_shap_samples
-
-shap = pytest.importorskip("shap")
-lime_base = pytest.importorskip("lime.lime_base")
-lime_text = pytest.importorskip("lime.lime_text")
 
 
 class Interactions:

@@ -1,10 +1,15 @@
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments.demo import run as demo
+from jaxinterp import cli
+from models import text_classifiers
 from models.sentence_classifier import SentenceClassifier
+from tests.helpers import small_fine_tuning
 
 
 @pytest.fixture(scope="module")
@@ -15,64 +20,45 @@ def classifier_and_tokenizer(minilm):
     return head, tokenizer
 
 
-def test_spans_group_word_pieces_and_list_every_phrase(classifier_and_tokenizer):
-    _, tokenizer = classifier_and_tokenizer
-    words, phrases = demo.spans_of(tokenizer.encode("an unwatchable mess"))
-    assert [w for w, _ in words] == ["an", "unwatchable", "mess"]
-    assert len(words[1][1]) > 1
-    assert [p for p, _ in phrases] == ["an unwatchable", "unwatchable mess", "an unwatchable mess"]
-
-
+@pytest.mark.pretrained
 def test_explain_scores_words_and_phrases_with_cd(classifier_and_tokenizer):
     classifier, tokenizer = classifier_and_tokenizer
     text = "a gripping and beautifully shot film"
     result = demo.explain(classifier, tokenizer, text)
     assert [w for w, _ in result["words"]] == text.split()
+    assert [p for p, _ in result["phrases"]][:2] == ["a gripping", "gripping and"]
     assert len(result["phrases"]) == 5 + 4
     assert all(np.isfinite(s) for _, s in result["words"] + result["phrases"])
-    # the whole sentence as source: rel carries everything but the [CLS]/[SEP] tokens' share
     logits = classifier(jnp.asarray(tokenizer.encode(text).ids))
-    assert result["prediction"] == demo.LABELS[int(jnp.argmax(logits))]
+    assert result["prediction"] == text_classifiers.TASK_LABELS["sst2"][int(jnp.argmax(logits))]
 
 
-def test_write_html(tmp_path, classifier_and_tokenizer):
-    result = {
-        "prediction": "positive",
-        "probability": 0.9,
-        "words": [("good", 1.0), ("<b>", -0.5)],
-        "phrases": [("good <b>", 0.5)],
-    }
-    demo.write_html(tmp_path / "out.html", "good <b>", result)
-    page = (tmp_path / "out.html").read_text()
-    assert "&lt;b&gt;" in page and "positive" in page
+@pytest.mark.pretrained
+def test_explain_groups_word_pieces_into_words(classifier_and_tokenizer):
+    classifier, tokenizer = classifier_and_tokenizer
+    result = demo.explain(classifier, tokenizer, "an unwatchable mess", method="occlusion")
+    assert [w for w, _ in result["words"]] == ["an", "unwatchable", "mess"]
+    assert result["phrases"] == []
 
 
 @pytest.mark.slow
 @pytest.mark.pretrained
-def test_demo_runs_end_to_end_and_writes_its_results(tmp_path, monkeypatch, capsys):
-    """The whole demo on a small head (the full one trains on 4,000 sentences): the head is trained, cached and
-    reused, the attributions printed and written to results/demo/."""
-    import json
-
-    import jaxinterp
-
-    monkeypatch.setenv("JAXINTERP_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(demo, "TRAIN_SENTENCES", 120)
-    full_sst2 = jaxinterp.data.sst2
-
-    def small_sst2(split):
-        sentences, labels = full_sst2(split)
-        keep = 2000 if split == "train" else 160
-        return sentences[:keep], labels[:keep]
-
-    monkeypatch.setattr(jaxinterp.data, "sst2", small_sst2)
-    result = demo.main("a wonderful , moving film")
-    assert (tmp_path / "cache" / demo.HEAD_FILE).is_file()
-    assert [w for w, _ in result["words"]] == ["a", "wonderful", ",", "moving", "film"]
-    assert 0.5 < result["dev_accuracy"] <= 1.0
+def test_the_explain_command_fine_tunes_the_stand_in_once_and_writes_a_heatmap(
+    tmp_path, monkeypatch, capsys, text_classifier_cache
+):
+    """`jaxinterp explain` without the full classifier: the stand-in is fine-tuned (here on fewer texts), cached and
+    reused; the attributions are printed and written as an HTML heatmap and results/demo/results.json."""
+    monkeypatch.setenv("JAXINTERP_CACHE", str(text_classifier_cache))
+    small = small_fine_tuning()
+    monkeypatch.setattr(text_classifiers.FineTuning, "quick", classmethod(lambda cls: small))
+    page = tmp_path / "page.html"
+    assert cli.main(["explain", "a wonderful , moving film", "--html", str(page)]) == 0
+    out = capsys.readouterr().out
+    assert "stand-in" in out and "Strongest phrases" in out
+    assert text_classifiers.cache_path("sst2", small).is_file()
+    assert page.read_text().count('class="token"') == 5
     record = json.loads((tmp_path / "results" / "demo" / "results.json").read_text())
-    assert record["metrics"]["prediction"] == result["prediction"]
-    assert (tmp_path / "results" / "demo" / "demo.html").is_file()
-    assert "Strongest phrases" in capsys.readouterr().out
-    again = demo.main("a wonderful , moving film")
-    assert again["words"] == result["words"]
+    assert [w for w, _ in record["metrics"]["words"]] == ["a", "wonderful", ",", "moving", "film"]
+    assert 0.5 < record["metrics"]["heldout_accuracy"] <= 1.0
+    assert cli.main(["explain", "a wonderful , moving film", "--method", "lime", "--html", str(page)]) == 0
+    assert "fine-tune" not in capsys.readouterr().err  # the cached stand-in, no second training run
