@@ -36,7 +36,7 @@ def test_settings_have_distinct_cache_names():
 
 
 def test_the_agnews_split_is_stratified_and_disjoint():
-    (train, train_labels), (held, held_labels) = text_classifiers.task_data("agnews")
+    (train, _), (held, held_labels) = text_classifiers.task_data("agnews")
     assert (len(train), len(held)) == (6000, 1600)
     assert np.bincount(held_labels).tolist() == [400] * 4
     assert not set(train) & set(held)
