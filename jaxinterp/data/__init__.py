@@ -8,4 +8,9 @@ from ._news import ag_news as ag_news
 from ._news import ag_news_split as ag_news_split
 from ._sentiment import rotten_tomatoes as rotten_tomatoes
 from ._sentiment import sst2 as sst2
+from ._timeseries import SP500_COLUMNS as SP500_COLUMNS
 from ._timeseries import electricity_demand as electricity_demand
+from ._timeseries import electricity_demand_windows as electricity_demand_windows
+from ._timeseries import sliding_windows as sliding_windows
+from ._timeseries import sp500 as sp500
+from ._timeseries import sp500_windows as sp500_windows
