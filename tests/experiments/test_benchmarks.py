@@ -85,3 +85,23 @@ def test_patching_benchmark_quick_run_times_every_workload(tmp_path, monkeypatch
     assert record["sizes"]["edges"] == 110
     assert all(t["wall_s"] > 0 for t in record["jaxinterp"].values())
     assert (tmp_path / "benchmarks" / "patching.json").exists()
+
+
+def test_neuron_decoding_benchmark_quick_run_writes_its_figures():
+    """`neuron_decoding --quick` (the last layer of SmolLM2): positive finite times, lists equal to the dense
+    computation, and clamping the ' dog' neuron raises the mass on its tokens."""
+    from experiments.benchmarks import neuron_decoding
+
+    record = neuron_decoding.main(quick=True)
+    assert json.loads((results_dir("benchmarks") / "neuron_decoding.json").read_text())["floor"] == record["floor"]
+    full = record["every_neuron"]
+    assert full["neurons"] == 1536
+    for key in ("wall_s", "cpu_s", "lower_s", "compile_s", "gflops_per_s"):
+        assert positive_finite(full[key]), key
+    assert all(positive_finite(entry["gflops_per_s"]) for entry in record["gemm"].values() if isinstance(entry, dict))
+    assert set(record["subset"]["variants"]) >= {"chunk_256", "bfloat16_default_chunk"}
+    assert 0.5 <= record["subset"]["bfloat16_agreement"]["top"]["same_first"] <= 1.0
+    assert record["dense_check"]["lists_equal"] == record["dense_check"]["neurons"]
+    (dog,) = record["clamping"]
+    assert dog["layer"] == 29 and " dog" in dog["top_tokens"]
+    assert dog["effects"][0]["top_shift_nats"] > 0
