@@ -83,3 +83,14 @@ def write_results(
     if table:
         (out / "results.md").write_text(markdown_table(table))
     return path
+
+
+def write_benchmark(name: str, record: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
+    """Write a benchmark's `record` to `results/benchmarks/<name>.json` and its summary `rows` as a Markdown table
+    to `<name>.md`; print the table. **Returns:** the table."""
+    out = results_dir("benchmarks")
+    (out / f"{name}.json").write_text(json.dumps(record, indent=2, default=float))
+    table = markdown_table(rows)
+    (out / f"{name}.md").write_text(table)
+    print(table)
+    return table

@@ -48,7 +48,7 @@ from experiments.benchmarks.timing import (
     machine_info,
     memory_stats,
 )
-from experiments.record import markdown_table, results_dir
+from experiments.record import write_benchmark
 from jaxinterp.data import sst2
 
 NAME = "cd_minilm"
@@ -452,11 +452,7 @@ def main(quick: bool = False, config: Config | None = None) -> dict:
     }
     record["machine"]["load_average_1min_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     record["wall_time_s"] = time.time() - started
-    out = results_dir("benchmarks")
-    (out / f"{NAME}.json").write_text(json.dumps(record, indent=2))
-    table = markdown_table(summary_rows(record))
-    (out / f"{NAME}.md").write_text(table)
-    print(table)
+    write_benchmark(NAME, record, summary_rows(record))
     return record
 
 

@@ -46,7 +46,7 @@ from experiments.benchmarks.timing import (
     machine_info,
     memory_stats,
 )
-from experiments.record import markdown_table, results_dir
+from experiments.record import write_benchmark
 
 NAME = "cd_sweep"
 HERE = pathlib.Path(__file__).resolve().parent
@@ -217,11 +217,7 @@ def main(quick: bool = False, official_python: str | None = None, official_repea
         ji.Rules.official_gpt2(), repeats,
     )  # fmt: skip
     record["machine"]["load_average_1min_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    out = results_dir("benchmarks")
-    (out / f"{NAME}.json").write_text(json.dumps(record, indent=2))
-    table = markdown_table(summary_rows(record))
-    (out / f"{NAME}.md").write_text(table + "\n")
-    print(table)
+    write_benchmark(NAME, record, summary_rows(record))
     return record
 
 

@@ -24,7 +24,6 @@ and `neuron_decoding.md` and prints the table.
 
 import argparse
 import dataclasses
-import json
 import os
 import time
 
@@ -34,7 +33,7 @@ import numpy as np
 
 import models
 from experiments.benchmarks.timing import blocking, compile_timed, interleaved_medians, machine_info
-from experiments.record import markdown_table, results_dir
+from experiments.record import write_benchmark
 from jaxinterp import neurons
 
 NAME = "neuron_decoding"
@@ -361,11 +360,7 @@ def main(quick: bool = False, config: Config | None = None) -> dict:
     record["clamping"] = clamping(config, model, tokenizer, decoded)
     record["machine"]["load_average_1min_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     record["wall_time_s"] = time.time() - started
-    out = results_dir("benchmarks")
-    (out / f"{NAME}.json").write_text(json.dumps(record, indent=2, default=float))
-    table = markdown_table(summary_rows(record))
-    (out / f"{NAME}.md").write_text(table)
-    print(table)
+    write_benchmark(NAME, record, summary_rows(record))
     return record
 
 
