@@ -1,9 +1,10 @@
 """The classifier on a text with features removed, many removal patterns in one compiled batch; occlusion.
 
 Perturbation methods (occlusion, KernelSHAP, LIME) and the faithfulness curves only ever ask one question: the
-margin (or the target's probability) when some features are present and the rest removed. `margins` answers it for
-a batch of 0/1 masks over the features in one `jax.lax.map` over chunks of `batch_size` (one compilation per text
-width, mask count and removal).
+margin (or the target's probability) when some features are present and the rest removed. `logits_with` answers
+it for a batch of 0/1 masks over the features in one `jax.lax.map` over chunks of `batch_size`; the batch is padded
+to a multiple of 16 masks, so there is one compilation per text width, padded feature count, padded mask count and
+removal.
 """
 
 import equinox as eqx
@@ -11,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .text import Classifier, Text, arrays, margin, masked_logits, pad_keep
+from .text import WIDTH_MULTIPLE, Classifier, Text, arrays, margin, masked_logits, pad_keep
 
 BATCH_SIZE = 64
 
@@ -29,7 +30,10 @@ def logits_with(
     keeps = jnp.asarray(keeps, jnp.float32)
     if keeps.ndim != 2 or keeps.shape[1] != text.n_features:
         raise ValueError(f"keeps must have shape [k, {text.n_features}] (one column per feature), got {keeps.shape}")
-    return _logits(f, arrays(text), pad_keep(keeps, text), removal, min(batch_size, keeps.shape[0]))
+    k = keeps.shape[0]
+    rows = -(-k // WIDTH_MULTIPLE) * WIDTH_MULTIPLE  # padded with all-present rows: few shapes to compile
+    padded = jnp.concatenate([keeps, jnp.ones((rows - k, keeps.shape[1]), keeps.dtype)])
+    return _logits(f, arrays(text), pad_keep(padded, text), removal, min(batch_size, rows))[:k]
 
 
 def margins_with(f: Classifier, text: Text, keeps, target: int, competitor: int, **kwargs) -> jax.Array:
