@@ -14,6 +14,8 @@ class LocalAttributionConfig:
     - `classifiers`: `None` for the fine-tuned classifiers (`models.text_classifiers.DEFAULTS`), or one
       `FineTuning` used for every task (the quick run's stand-in).
     - `methods`: attribution methods compared (`jaxinterp.attribution.METHODS`).
+    - `matched_methods`: methods also run at CD-T's budget (as many samples as the text has words), rows
+      `method@cd`: the comparison at equal cost.
     - `n_texts`: held-out texts per task for the faithfulness table.
     - `budget`: model evaluations per text for KernelSHAP, LIME (samples) and integrated gradients (steps).
     - `removal`: how words are removed for the perturbation methods and the curves (`"drop"`: masked out).
@@ -28,6 +30,7 @@ class LocalAttributionConfig:
     tasks: tuple[str, ...] = ("sst2", "agnews")
     classifiers: FineTuning | None = None
     methods: tuple[str, ...] = ("cd", "hierarchical", "shap", "lime", "ig", "occlusion")
+    matched_methods: tuple[str, ...] = ("shap", "lime")
     n_texts: int = 40
     budget: int = 128
     removal: str = "drop"

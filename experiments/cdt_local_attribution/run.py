@@ -35,6 +35,29 @@ def held_out_texts(task: str, tokenizer, n: int, seed: int, max_tokens: int) -> 
     return prepared, np.asarray(labels)[chosen], raw
 
 
+MATCHED = "@cd"
+"""Suffix of a method run at CD-T's budget: as many samples as the text has words (CD-T's decompositions)."""
+
+
+def variants(config: LocalAttributionConfig) -> list[str]:
+    """The rows of the comparison: every method of `config`, then each of `config.matched_methods` at CD-T's
+    budget (named `method@cd`)."""
+    return [*config.methods, *(m + MATCHED for m in config.matched_methods)]
+
+
+def display_name(variant: str) -> str:
+    """`"shap@cd"` -> `"KernelSHAP at CD-T's budget"`."""
+    method = variant.removesuffix(MATCHED)
+    name = attribution.METHOD_NAMES[method]
+    return f"{name} at CD-T's budget" if variant.endswith(MATCHED) else name
+
+
+def _run(classifier, text, variant: str, config: LocalAttributionConfig, key):
+    method = variant.removesuffix(MATCHED)
+    budget = text.n_features if variant.endswith(MATCHED) else config.budget
+    return attribution.attribute(classifier, text, method, key=key, budget=budget, removal=config.removal)
+
+
 def compare_methods(classifier, texts: list, config: LocalAttributionConfig, key) -> dict:
     """Every method on every text: AOPC of the deletion and insertion curves, evaluations, seconds.
 
@@ -42,34 +65,23 @@ def compare_methods(classifier, texts: list, config: LocalAttributionConfig, key
     and feature count, and for KernelSHAP, LIME and occlusion also the feature count (their sampling, fitting or
     batch depends on it), so the timed runs measure the work, not compilation.
 
-    **Returns:** `{method: {"aopc_deletion": [...], "aopc_insertion": [...], "seconds": [...], "evaluations":
-    [...], "deletion": mean curve, "insertion": mean curve, "scores": [per text]}}`.
+    **Returns:** `{variant: {"aopc_deletion": [...], "aopc_insertion": [...], "seconds": [...], "evaluations":
+    [...], "deletion": mean curve, "insertion": mean curve, "scores": [per text]}}` over `variants(config)`.
     """
-    options = dict(budget=config.budget, removal=config.removal)
-    for method in config.methods:
+    for variant in variants(config):
         shapes = {}
         for text in texts:
-            by_count = (text.n_features,) if method in ("shap", "lime", "occlusion") else ()
+            by_count = (text.n_features,) if variant.removesuffix(MATCHED) in ("shap", "lime", "occlusion") else ()
             shapes.setdefault((text.width, text.padded_features, *by_count), text)
-        for text in tqdm(shapes.values(), desc=f"compiling {method}", leave=False):
-            attribution.attribute(classifier, text, method, key=key, **options)
-    out = {
-        m: {
-            "aopc_deletion": [],
-            "aopc_insertion": [],
-            "seconds": [],
-            "evaluations": [],
-            "scores": [],
-            "deletion": [],
-            "insertion": [],
-        }
-        for m in config.methods
-    }
+        for text in tqdm(shapes.values(), desc=f"compiling {variant}", leave=False):
+            _run(classifier, text, variant, config, key)
+    fields = ("aopc_deletion", "aopc_insertion", "seconds", "evaluations", "scores", "deletion", "insertion")
+    out = {variant: {field: [] for field in fields} for variant in variants(config)}
     for i, text in enumerate(tqdm(texts, desc="attributions", leave=False)):
-        for method in config.methods:
-            result = attribution.attribute(classifier, text, method, key=jax.random.fold_in(key, i), **options)
+        for variant in variants(config):
+            result = _run(classifier, text, variant, config, jax.random.fold_in(key, i))
             curve = attribution.curves(classifier, text, result.scores, result.target, removal=config.removal)
-            record = out[method]
+            record = out[variant]
             record["aopc_deletion"].append(curve.aopc_deletion)
             record["aopc_insertion"].append(curve.aopc_insertion)
             record["seconds"].append(result.seconds)
@@ -146,7 +158,7 @@ def pictures(task: str, classifier, texts: list, raw: list[str], comparison: dic
     for kind in ("deletion", "insertion"):
         path = out / f"{task}_{kind}.png"
         attribution.render.plot_curves(
-            {attribution.METHOD_NAMES[m]: r[kind] for m, r in comparison.items()},
+            {display_name(m): r[kind] for m, r in comparison.items()},
             fractions,
             path,
             title=f"{task}: {kind} curves, mean over {len(texts)} held-out texts",
@@ -157,7 +169,7 @@ def pictures(task: str, classifier, texts: list, raw: list[str], comparison: dic
     shown = min(config.picture_texts, len(texts))
     table = attribution.render.heatmap_table_html(
         [texts[i].names for i in range(shown)],
-        {attribution.METHOD_NAMES[m]: [r["scores"][i] for i in range(shown)] for m, r in comparison.items()},
+        {display_name(m): [r["scores"][i] for i in range(shown)] for m, r in comparison.items() if MATCHED not in m},
         title=f"{task}: word attributions by method (red supports the prediction, blue opposes it)",
     )
     files["table"] = attribution.render.write_html(out / f"{task}_methods.html", table).name

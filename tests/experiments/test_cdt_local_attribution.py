@@ -26,20 +26,22 @@ def test_the_experiment_compares_methods_and_writes_its_tables_and_pictures(
         mining_texts=6,
         picture_texts=2,
         methods=METHODS,
+        matched_methods=("shap",),
     )
     metrics = run.main(config)
     sst2 = metrics["sst2"]
-    assert [row["method"] for row in sst2["table"]] == list(METHODS)
+    assert [row["method"] for row in sst2["table"]] == [*METHODS, "shap@cd"]
     for row in sst2["table"]:
         assert -1.0 <= row["AOPC deletion"] <= 1.0 and -1.0 <= row["AOPC insertion"] <= 1.0
         assert row["seconds per text (median)"] > 0
     by_method = {row["method"]: row for row in sst2["table"]}
     assert by_method["shap"]["evaluations per text"] <= 64 + 2 and by_method["lime"]["evaluations per text"] == 64
-    assert len(sst2["verdicts"]) == len(METHODS) - 1
+    assert len(sst2["verdicts"]) == len(METHODS)
+    assert by_method["shap@cd"]["evaluations per text"] == by_method["cd"]["evaluations per text"] + 2
     assert set(sst2["phrases"]) <= {"negative", "positive"} and sst2["phrases"]
     out = tmp_path / "results" / run.SLUG
     record = json.loads((out / "results.json").read_text())
     assert record["metrics"]["sst2"]["table"] == sst2["table"]
     for name in sst2["files"].values():
         assert (out / name).stat().st_size > 0
-    assert (out / "results.md").read_text().count("\n") == len(METHODS) + 2
+    assert (out / "results.md").read_text().count("\n") == len(METHODS) + 3
