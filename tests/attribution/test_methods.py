@@ -72,6 +72,16 @@ def test_every_method_gives_the_analytic_answer_on_a_linear_model(linear, method
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_hierarchical_cd_on_a_linear_model_scores_every_phrase_as_the_sum_of_its_words(linear):
+    model, text = linear
+    result = attribution.attribute(model, text, "hierarchical")
+    terms = np.asarray(model.embedding[text.tokens] @ model.weight)
+    expected = terms[:, result.target] - terms[:, result.competitor]
+    for level in result.hierarchy:
+        for (a, b), score in level:
+            np.testing.assert_allclose(score, expected[a:b].sum(), rtol=1e-4, atol=1e-4)
+
+
 def test_cd_span_scores_match_single_decompositions_and_the_full_text(small_bert):
     tokens = np.array([1, 7, 9, 11, 13, 17, 2])
     text = attribution.Text.from_tokens(tokens)  # every position a feature: the widest span is the whole input
