@@ -85,9 +85,19 @@ def write_results(
     return path
 
 
-def write_benchmark(name: str, record: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
-    """Write a benchmark's `record` to `results/benchmarks/<name>.json` and its summary `rows` as a Markdown table
-    to `<name>.md`; print the table. **Returns:** the table."""
+def write_benchmark(
+    name: str, record: dict[str, Any], rows: Sequence[Mapping[str, Any]], *, started: float | None = None
+) -> str:
+    """Finish a benchmark's `record` and write it to `results/benchmarks/<name>.json`, with its summary `rows` as a
+    Markdown table in `<name>.md`; print the table.
+
+    The record gets the machine's one-minute load average at the end (in `record["machine"]`, when present) and,
+    with `started` (`time.time()` at the start), `wall_time_s`. **Returns:** the table.
+    """
+    if isinstance(record.get("machine"), dict) and hasattr(os, "getloadavg"):
+        record["machine"]["load_average_1min_end"] = os.getloadavg()[0]
+    if started is not None:
+        record["wall_time_s"] = time.time() - started
     out = results_dir("benchmarks")
     (out / f"{name}.json").write_text(json.dumps(record, indent=2, default=float))
     table = markdown_table(rows)

@@ -450,9 +450,7 @@ def main(quick: bool = False, config: Config | None = None) -> dict:
         "head_sweep": bench_head_sweep(config, model, sweep_tokens, sweep_attention),
         "rss": {kind: rss_in_subprocess(kind, config) for kind in ("forward", "cd")} if config.rss else None,
     }
-    record["machine"]["load_average_1min_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    record["wall_time_s"] = time.time() - started
-    write_benchmark(NAME, record, summary_rows(record))
+    write_benchmark(NAME, record, summary_rows(record), started=started)
     return record
 
 

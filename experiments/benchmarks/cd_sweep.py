@@ -216,7 +216,6 @@ def main(quick: bool = False, official_python: str | None = None, official_repea
         gpt2, (tokens,), ji.every_head(cfg.n_layers, cfg.n_heads), ji.Rules(attention="decomposed"),
         ji.Rules.official_gpt2(), repeats,
     )  # fmt: skip
-    record["machine"]["load_average_1min_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     write_benchmark(NAME, record, summary_rows(record))
     return record
 

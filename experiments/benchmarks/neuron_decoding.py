@@ -24,7 +24,6 @@ and `neuron_decoding.md` and prints the table.
 
 import argparse
 import dataclasses
-import os
 import time
 
 import jax
@@ -358,9 +357,7 @@ def main(quick: bool = False, config: Config | None = None) -> dict:
     }
     record["dense_check"] = dense_check(config, model, decoded)
     record["clamping"] = clamping(config, model, tokenizer, decoded)
-    record["machine"]["load_average_1min_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    record["wall_time_s"] = time.time() - started
-    write_benchmark(NAME, record, summary_rows(record))
+    write_benchmark(NAME, record, summary_rows(record), started=started)
     return record
 
 
