@@ -48,7 +48,8 @@ class FineTuning:
     **Fields:** `trained_blocks` (how many of the encoder's top blocks are trained with the head; the rest and the
     embeddings are frozen), `epochs`, `batch_size`, `learning_rate` (peak of a linear warm-up over the first 6% of
     steps and a linear decay to zero), `weight_decay` (AdamW), `max_tokens` (longer texts are cut), `train_rows`
-    (use only this many training texts after a seeded shuffle; `None`: all), `seed`.
+    (use only this many training texts after a seeded shuffle; `None`: all), `heldout_rows` (score on only this many
+    held-out texts, the first of a seeded shuffle; `None`: all), `seed`.
     """
 
     trained_blocks: int = 3
@@ -59,6 +60,7 @@ class FineTuning:
     head_learning_rate: float = 3e-3
     max_tokens: int = 64
     train_rows: int | None = None
+    heldout_rows: int | None = None
     seed: int = 0
 
     @classmethod
@@ -262,13 +264,19 @@ def fine_tune(
         progress=progress,
     )
     classifier = _assemble(encoder, top)
-    held_out = accuracy(classifier, tokenizer, eval_texts, eval_labels, max_tokens=config.max_tokens)
+    scored = np.random.default_rng(config.seed + 1).permutation(len(eval_texts))[: config.heldout_rows]
+    held_out = accuracy(
+        classifier, tokenizer, [eval_texts[i] for i in scored], np.asarray(eval_labels)[scored],
+        max_tokens=config.max_tokens,
+    )  # fmt: skip
     loss = history["loss"]
     window = max(1, min(100, len(loss) // 10))
     info = {
         "task": task,
         "heldout_accuracy": held_out,
-        "heldout_split": "GLUE dev (872)" if task == "sst2" else "AG News held out (1,600 of the test split)",
+        "heldout_split": (
+            f"GLUE dev ({len(scored)} of 872)" if task == "sst2" else f"AG News held out ({len(scored)} of 1,600)"
+        ),
         "train_texts": len(texts),
         "steps": steps,
         "loss_first": float(np.mean(loss[:window])),

@@ -7,9 +7,9 @@ from experiments.cdt_local_attribution import run
 from experiments.cdt_local_attribution.config import LocalAttributionConfig
 from tests.helpers import small_fine_tuning
 
-# integrated gradients and hierarchical CD-T are tested in tests/attribution; leaving them out here saves their
-# compilation on MiniLM (about half of this test's time)
-METHODS = ("cd", "shap", "lime", "occlusion")
+# the methods themselves are tested in tests/attribution; the smoke run takes two of them, one at CD-T's budget too,
+# which saves the other methods' compilation on MiniLM
+METHODS = ("cd", "occlusion")
 
 
 @pytest.mark.slow
@@ -23,7 +23,7 @@ def test_the_experiment_compares_methods_and_writes_its_tables_and_pictures(
         classifiers=small_fine_tuning(),
         n_texts=2,
         budget=64,
-        mining_texts=6,
+        mining_texts=4,
         picture_texts=2,
         methods=METHODS,
         matched_methods=("shap",),
@@ -35,7 +35,7 @@ def test_the_experiment_compares_methods_and_writes_its_tables_and_pictures(
         assert -1.0 <= row["AOPC deletion"] <= 1.0 and -1.0 <= row["AOPC insertion"] <= 1.0
         assert row["seconds per text (median)"] > 0
     by_method = {row["method"]: row for row in sst2["table"]}
-    assert by_method["shap"]["evaluations per text"] <= 64 + 2 and by_method["lime"]["evaluations per text"] == 64
+    assert by_method["occlusion"]["evaluations per text"] == by_method["cd"]["evaluations per text"] + 1
     assert len(sst2["verdicts"]) == len(METHODS)
     assert by_method["shap@cd"]["evaluations per text"] == by_method["cd"]["evaluations per text"] + 2
     assert set(sst2["phrases"]) <= {"negative", "positive"} and sst2["phrases"]
