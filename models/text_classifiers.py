@@ -140,6 +140,20 @@ def _pad(ids: list[np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return tokens, mask
 
 
+def _by_length(run, ids: list[np.ndarray], size: int, batch_size: int, description: str, progress: bool):
+    """`run(tokens [b, width], mask [b, width]) -> [b, size]` over `ids` in batches of similar length, rows back in
+    the input order. **Returns:** `[len(ids), size]`."""
+    from tqdm.auto import tqdm
+
+    order = np.argsort([len(i) for i in ids], kind="stable")
+    out = np.zeros((len(ids), size), np.float32)
+    for start in tqdm(range(0, len(ids), batch_size), desc=description, leave=False, disable=not progress):
+        rows = order[start : start + batch_size]
+        tokens, mask = _pad(ids, rows)
+        out[rows] = np.asarray(run(jnp.asarray(tokens), jnp.asarray(mask)))
+    return out
+
+
 def predict_logits(
     classifier: SentenceClassifier,
     tokenizer,
@@ -150,17 +164,10 @@ def predict_logits(
     progress: bool = False,
 ) -> np.ndarray:
     """The classifier's logits `[n, classes]` for `texts`, batched by length."""
-    from tqdm.auto import tqdm
-
+    batched = eqx.filter_jit(jax.vmap(lambda m, t, a: m(t, a), in_axes=(None, 0, 0)))
     ids = encode(tokenizer, texts, max_tokens)
-    order = np.argsort([len(i) for i in ids], kind="stable")
-    run = eqx.filter_jit(jax.vmap(lambda m, t, a: m(t, a), in_axes=(None, 0, 0)))
-    logits = np.zeros((len(texts), classifier.weight.shape[0]), np.float32)
-    for start in tqdm(range(0, len(ids), batch_size), desc="classify", leave=False, disable=not progress):
-        rows = order[start : start + batch_size]
-        tokens, mask = _pad(ids, rows)
-        logits[rows] = np.asarray(run(classifier, jnp.asarray(tokens), jnp.asarray(mask)))
-    return logits
+    size = classifier.weight.shape[0]
+    return _by_length(lambda t, a: batched(classifier, t, a), ids, size, batch_size, "classify", progress)
 
 
 def accuracy(classifier: SentenceClassifier, tokenizer, texts: Sequence[str], labels: np.ndarray, **kwargs) -> float:
@@ -353,18 +360,11 @@ def frozen_features(
     encoder, tokenizer, texts: Sequence[str], *, max_tokens: int = 64, batch_size: int = 64, progress: bool = True
 ) -> np.ndarray:
     """Mean-pooled final hidden states `[n, d_model]` of `texts` (padding excluded), batched by length."""
-    from tqdm.auto import tqdm
-
     from .sentence_classifier import mean_pooled_features
 
     ids = encode(tokenizer, texts, max_tokens)
-    order = np.argsort([len(i) for i in ids], kind="stable")
-    features = np.zeros((len(texts), encoder.cfg.d_model), np.float32)
-    for start in tqdm(range(0, len(ids), batch_size), desc="MiniLM features", leave=False, disable=not progress):
-        rows = order[start : start + batch_size]
-        tokens, mask = _pad(ids, rows)
-        features[rows] = np.asarray(mean_pooled_features(encoder, jnp.asarray(tokens), jnp.asarray(mask)))
-    return features
+    pooled = lambda t, a: mean_pooled_features(encoder, t, a)
+    return _by_length(pooled, ids, encoder.cfg.d_model, batch_size, "MiniLM features", progress)
 
 
 def frozen_head_classifier(task: str, seed: int = 0) -> tuple[SentenceClassifier, "tokenizers.Tokenizer", dict]:  # noqa: F821

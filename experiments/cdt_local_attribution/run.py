@@ -99,9 +99,7 @@ def mine(classifier, texts: list, labels: np.ndarray, config: LocalAttributionCo
     """CD-T scores of every phrase of up to `max_width` words toward each text's true class, mined per class."""
     scored = []
     for text, label in zip(tqdm(texts, desc="phrases", leave=False), labels):
-        logits = np.asarray(classifier(jax.numpy.asarray(text.tokens), jax.numpy.asarray(text.attention_mask)))
-        competitor = attribution.competitor_of(logits, int(label))
-        spans = attribution.cd_spans(classifier, text, int(label), competitor, config.max_width)
+        spans = attribution.attribute(classifier, text, "cd", target=int(label), max_width=config.max_width).spans
         scored.append((int(label), {" ".join(text.names[a:b]): s for (a, b), s in spans.items()}))
     return attribution.mine_phrases(scored, top=config.mining_top, min_count=config.mining_min_count)
 

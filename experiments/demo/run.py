@@ -14,7 +14,7 @@ after the first skip most compilation.
 import pathlib
 import time
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 
 from experiments.record import results_dir, write_results
@@ -57,8 +57,7 @@ def explain(classifier, tokenizer, text: str, *, task: str = "sst2", method: str
     prepared = attribution.Text.from_encoding(tokenizer.encode(text), max_tokens=MAX_TOKENS)
     max_width = PHRASE_WIDTH if method in ("cd", "cdt") else 1
     result = attribution.attribute(classifier, prepared, method, max_width=max_width)
-    logits = np.asarray(classifier(jnp.asarray(prepared.tokens), jnp.asarray(prepared.attention_mask)))
-    probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    probabilities = np.asarray(jax.nn.softmax(result.logits))
     phrases = [(" ".join(prepared.names[a:b]), score) for (a, b), score in (result.spans or {}).items() if b - a > 1]
     return {
         "prediction": text_classifiers.TASK_LABELS[task][result.target],

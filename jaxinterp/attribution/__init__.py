@@ -57,15 +57,17 @@ class Attribution:
     """What `attribute` returns.
 
     **Fields:** `method`; `scores` (`[n_features]`, the text's features in order); `names` (the features' text);
-    `target`, `competitor` (classes) and `margin` (their logit difference on the full text); `evaluations` (model
+    `logits` (`[classes]`, on the full text); `target`, `competitor` (classes) and `margin` (their logit difference
+    on the full text); `evaluations` (model
     evaluations used: forwards, gradients or decomposed source sets); `seconds` (wall time, compilation included on
-    a text width's first call); `spans` (`{(start, stop): score}`, CD-T with `max_width > 1`); `hierarchy` (levels
+    a text width's first call); `spans` (`{(start, stop): score}` of every span up to `max_width` words, CD-T); `hierarchy` (levels
     of `((start, stop), score)`, hierarchical CD-T); `completeness_gap` (integrated gradients' quadrature error).
     """
 
     method: str
     scores: np.ndarray
     names: tuple[str, ...]
+    logits: np.ndarray
     target: int
     competitor: int
     margin: float
@@ -135,8 +137,7 @@ def attribute(
         spans = cd_spans(f, text, target, competitor, max_width, rules)
         scores = np.array([spans[(i, i + 1)] for i in range(n)])
         evaluations = len(spans)
-        if max_width > 1:
-            extra["spans"] = spans
+        extra["spans"] = spans
     elif method == "hierarchical":
         levels = cd_hierarchy(f, text, target, competitor, rules)
         scores = np.array([s for _, s in levels[0]])
@@ -161,6 +162,7 @@ def attribute(
         method,
         np.asarray(scores, np.float64),
         text.names,
+        logits,
         target,
         competitor,
         float(logits[target] - logits[competitor]),

@@ -92,8 +92,3 @@ def cd_hierarchy(
         groups = groups[:best] + [(candidates[best], float(scores[best]))] + groups[best + 2 :]
         levels.append(list(groups))
     return levels
-
-
-def tokens_scores(f: Classifier, text: Text, target: int, competitor: int, rules: Rules = Rules()) -> np.ndarray:
-    """The CD-T score of each feature of `text`. **Returns:** `[n_features]`."""
-    return source_margins(f, text, text.feature_matrix()[: text.n_features], target, competitor, rules)
