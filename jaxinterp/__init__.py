@@ -12,6 +12,7 @@ from . import compilation_cache as compilation_cache
 from . import data as data
 from . import generative_metrics as generative_metrics
 from . import interpreter as interpreter
+from . import learning as learning
 from . import neurons as neurons
 from . import patching as patching
 from .capture import Captured as Captured
