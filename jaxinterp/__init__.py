@@ -10,6 +10,7 @@ from . import circuits as circuits
 from . import compare as compare
 from . import compilation_cache as compilation_cache
 from . import data as data
+from . import features as features
 from . import generative_metrics as generative_metrics
 from . import interpreter as interpreter
 from . import learning as learning

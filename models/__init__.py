@@ -2,6 +2,10 @@
 
 from . import toy_circuits as toy_circuits
 from .cnn import CNN as CNN
+from .generation import continuation_perplexity as continuation_perplexity
+from .generation import generate as generate
+from .generation import greedy_generate as greedy_generate
+from .generation import next_token_logits as next_token_logits
 from .latent_ode import LatentODE as LatentODE
 from .latent_sde import LatentSDE as LatentSDE
 from .loading import WeightFileError as WeightFileError

@@ -11,7 +11,6 @@ import pathlib
 import re
 from collections.abc import Mapping
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -213,15 +212,3 @@ def load(name: str, path: str | pathlib.Path | None = None):
     if name not in LOADERS:
         raise KeyError(f"unknown model {name!r}; available: {sorted(LOADERS)}")
     return LOADERS[name](path)
-
-
-def greedy_generate(model: Transformer, tokens: jax.Array, steps: int) -> jax.Array:
-    """Append `steps` greedily chosen tokens to `tokens` (`[seq]`), recomputing the full forward each step.
-
-    **Returns:** int `[seq + steps]`.
-    """
-    forward = eqx.filter_jit(lambda m, t: jnp.argmax(m(t)[-1]))
-    tokens = jnp.asarray(tokens, jnp.int32)
-    for _ in range(steps):
-        tokens = jnp.append(tokens, forward(model, tokens).astype(jnp.int32))
-    return tokens

@@ -35,7 +35,7 @@ def test_smollm2_logits_match_reference_and_greedy_continuation(smollm2):
         logits = forward(model, jnp.asarray(ids))
         assert np.abs(np.asarray(logits) - ref[f"logits_{i}"]).max() <= 1e-3
     prompt = tokenizer.encode("The capital of France is").ids
-    generated = models.loading.greedy_generate(model, jnp.asarray(prompt), 2)
+    generated = models.greedy_generate(model, jnp.asarray(prompt), 2)
     assert tokenizer.decode(list(map(int, generated[len(prompt) :]))).startswith(" Paris")
 
 

@@ -1,0 +1,24 @@
+"""Feature directions and their use: concept directions by difference-in-means, linear probes, activation
+steering (ACT and G-ACT, P25), model-native skills (P36), and k-means. See `docs/steering.md`."""
+
+from .clustering import Clusters as Clusters
+from .clustering import kmeans as kmeans
+from .directions import diff_in_means as diff_in_means
+from .directions import mean_pool as mean_pool
+from .probes import Probe as Probe
+from .probes import fit_probe as fit_probe
+from .probes import probe_accuracy as probe_accuracy
+from .probes import refine_probe as refine_probe
+from .skills import SkillBasis as SkillBasis
+from .skills import select_along as select_along
+from .skills import select_for_coverage as select_for_coverage
+from .skills import skill_basis as skill_basis
+from .steering import GACT as GACT
+from .steering import Strength as Strength
+from .steering import act_direction as act_direction
+from .steering import direction_accuracy as direction_accuracy
+from .steering import fit_gact as fit_gact
+from .steering import kl_divergence as kl_divergence
+from .steering import refine_gact as refine_gact
+from .steering import steer as steer
+from .steering import strength_for_divergence as strength_for_divergence
