@@ -71,6 +71,8 @@ class PerforatedLinear(eqx.Module):
 
     def __call__(self, x: Float[Array, " in_size"]) -> Float[Array, " out_size"]:
         """**Arguments:** `x`, the layer's input. **Returns:** the neurons' pre-activations."""
+        if x.shape != self.weight.shape[1:]:
+            raise ValueError(f"PerforatedLinear: expected an input of shape {self.weight.shape[1:]}, got {x.shape}")
         pre = self.weight @ x + self.bias
         if self.dendrite_weights:
             pre = pre + jnp.sum(jnp.stack(self.dendrite_scales) * self.dendrite_outputs(x), axis=0)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow  # an experiment smoke run
 
 def test_perforated_backprop_smoke():
     config = dataclasses.replace(
-        PerforatedBackpropConfig.quick(), baseline_widths=(2, 4), perforated_widths=(2,), neuron_steps=3,
+        PerforatedBackpropConfig.quick(), baseline_widths=(2,), perforated_widths=(2,), neuron_steps=3,
         dendrite_steps=2,
     )  # fmt: skip
     metrics = main(config)
@@ -22,7 +22,7 @@ def test_perforated_backprop_smoke():
     assert (out / "results.md").stat().st_size > 0 and (out / "accuracy_vs_parameters.png").exists()
     assert record["config"]["neuron_steps"] == 3 and "claim" in record["paper"]
     baselines = metrics["mnist"]["baselines"]
-    assert [b["parameters"] for b in baselines] == [784 * 2 + 2 + 2 * 10 + 10, 784 * 4 + 4 + 4 * 10 + 10]
+    assert [b["parameters"] for b in baselines] == [784 * 2 + 2 + 2 * 10 + 10]
     (run,) = metrics["mnist"]["perforated"]
     first, grown = run["rounds"]
     assert first["parameters"] == baselines[0]["parameters"]  # no dendrites yet: the same network as the baseline
