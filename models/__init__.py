@@ -23,6 +23,8 @@ from .neural_ode import NeuralODEClassifier as NeuralODEClassifier
 from .neural_sde import DiagonalNoiseTerm as DiagonalNoiseTerm
 from .neural_sde import DiagonalSDESolve as DiagonalSDESolve
 from .neural_sde import NeuralSDE as NeuralSDE
+from .perforated import PerforatedLinear as PerforatedLinear
+from .perforated import PerforatedMLP as PerforatedMLP
 from .rnn import GRUClassifier as GRUClassifier
 from .rnn import LSTMClassifier as LSTMClassifier
 from .toy_circuits import InductionBatch as InductionBatch

@@ -1,3 +1,13 @@
 """Learning rules as composable training procedures: each is an optax gradient transformation or a training step
 with a documented signature, written for pure models so it applies to any model of the zoo.
 """
+
+from .perforated import add_dendrites as add_dendrites
+from .perforated import dendrite_correlation as dendrite_correlation
+from .perforated import dendrite_objective as dendrite_objective
+from .perforated import is_perforated_layer as is_perforated_layer
+from .perforated import neuron_errors as neuron_errors
+from .perforated import perforated_layers as perforated_layers
+from .perforated import perforated_training as perforated_training
+from .perforated import phase_labels as phase_labels
+from .perforated import phase_optimiser as phase_optimiser
