@@ -147,7 +147,7 @@ def refine_gact(
     added = one_hot.sum(0)
     counts = gact.counts + added
     sums = gact.directions * gact.counts[:, None] + one_hot.T @ differences
-    directions = jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1.0)[:, None], gact.directions)
+    directions = jnp.where(added[:, None] > 0, sums / jnp.maximum(counts, 1.0)[:, None], gact.directions)
     probe = refine_probe(gact.probe, concept, labels, learning_rate=learning_rate, l2=l2)
     return GACT(directions, counts, probe)
 
