@@ -1,6 +1,8 @@
 """The model zoo: equinox Modules for one example, with named sites, and loaders for real checkpoints."""
 
 from . import toy_circuits as toy_circuits
+from .cerebellar import Cerebellum as Cerebellum
+from .cerebellar import CorticalLSTM as CorticalLSTM
 from .cnn import CNN as CNN
 from .generation import continuation_perplexity as continuation_perplexity
 from .generation import generate as generate
