@@ -26,7 +26,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from .intervene import Intervened, intervene
+from ..intervene import Intervened, intervene
 
 DEFAULT_MEMORY_BYTES = 256 * 2**20
 """The default memory budget of one chunk of `decode_directions`: at most 682 neurons at a vocabulary of 49,152
