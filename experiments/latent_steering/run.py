@@ -332,8 +332,14 @@ def main(config: LatentSteeringConfig) -> dict:
     """Steering SmolLM2-135M with ACT, G-ACT and skill directions; probe accuracy per layer; skill-based data
     selection. Writes `results/latent_steering/`."""
     started = time.time()
+    stages = {}
+
+    def stage(name):
+        stages[name] = round(time.time() - started - sum(stages.values()), 2)
+
     rng = np.random.default_rng(config.seed)
     model, tokenizer = models.load_smollm2()
+    stage("load SmolLM2")
     layers = tuple(range(model.cfg.n_layers)) if config.layers is None else tuple(config.layers)
     if config.steer_layer not in layers:
         raise ValueError(f"steer_layer {config.steer_layer} must be one of the probed layers {layers}")
@@ -355,8 +361,11 @@ def main(config: LatentSteeringConfig) -> dict:
     }
     prompt_pooled = pooled_activations(model, tokenizer, config.prompts, [config.steer_layer], 64)[0]
     skills, basis = skill_selection(model, tokenizer, config, rng)
+    stage("skills")
     judge = Judge(config, tasks)
+    stage("judges")
     steering = steering_comparison(model, tokenizer, at_layer, prompt_pooled, basis, config, judge, rng)
+    stage("steering")
 
     probe_table = []
     for target, result in probes.items():
@@ -378,6 +387,7 @@ def main(config: LatentSteeringConfig) -> dict:
         "steering": steering,
         "skills": skills,
         "judges": {task: info.get("accuracy") for task, (_, _, info) in judge.classifiers.items()},
+        "stage_seconds": stages,
     }
     table = (
         [{k: v for k, v in row.items() if not k.endswith("CI")} for row in steering["rows"]]

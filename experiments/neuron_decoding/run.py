@@ -30,24 +30,12 @@ PAPER = {
 
 
 # ------------------------------------------------------------------------------------------- (a) SmolLM2 neurons
-@eqx.filter_jit
-def _greedy(model, buffer, start, steps):
-    """Greedy continuation in a fixed buffer: token `start + i` is the argmax at position `start + i - 1`; the
-    positions after it are padding, which a causal model's earlier positions never see (one compilation)."""
-
-    def step(i, tokens):
-        at = start + i
-        return tokens.at[at].set(jnp.argmax(model(tokens)[at - 1]).astype(jnp.int32))
-
-    return jax.lax.fori_loop(0, steps, step, buffer)
-
-
-def continuation(model, tokenizer, prompt: str, steps: int) -> str:
-    """The greedy continuation of `prompt` by `model` (`steps` tokens), decoded."""
-    ids = tokenizer.encode(prompt).ids
-    buffer = jnp.asarray(ids + [0] * steps, jnp.int32)
-    out = _greedy(model, buffer, len(ids), steps)
-    return tokenizer.decode([int(t) for t in out[len(ids) :]])
+def continuations(model, tokenizer, prompts: list[list[int]], steps: int) -> list[str]:
+    """The greedy continuations of the tokenised `prompts` by `model` (`steps` tokens each), decoded."""
+    width = max(len(ids) for ids in prompts)
+    padded = np.array([ids + [0] * (width - len(ids)) for ids in prompts], np.int32)
+    new = models.generate(model, padded, [len(ids) for ids in prompts], steps, key=jax.random.key(0), temperature=0)
+    return [tokenizer.decode([int(t) for t in row]) for row in np.asarray(new)]
 
 
 def smollm2_neurons(config: NeuronDecodingConfig, model, tokenizer) -> dict:
@@ -80,11 +68,11 @@ def smollm2_neurons(config: NeuronDecodingConfig, model, tokenizer) -> dict:
                 "top_mass_clamped": float(effect.top_mass_clamped[last]), "shift_nats": float(effect.top_shift[last]),
                 "kl_nats": float(effect.kl[last]),
             })  # fmt: skip
-            if config.generate_steps:
-                entry["prompts"][-1]["continuation"] = continuation(model, tokenizer, prompt, config.generate_steps)
-                entry["prompts"][-1]["continuation_clamped"] = continuation(
-                    clamped, tokenizer, prompt, config.generate_steps
-                )
+        if config.generate_steps:
+            plain = continuations(model, tokenizer, encoded, config.generate_steps)
+            steered = continuations(clamped, tokenizer, encoded, config.generate_steps)
+            for row, before, after in zip(entry["prompts"], plain, steered):
+                row["continuation"], row["continuation_clamped"] = before, after
         found.append(entry)
     n = int(np.prod(decoded.top_ids.shape[:2]))
     return {"neurons_decoded": n, "layers": list(decoded.layers), "decode_seconds": seconds, "concepts": found}
