@@ -2,6 +2,9 @@
 
 from . import toy_circuits as toy_circuits
 from .cnn import CNN as CNN
+from .counter_current import CounterCurrentAutoencoder as CounterCurrentAutoencoder
+from .counter_current import CounterCurrentCNN as CounterCurrentCNN
+from .counter_current import CounterCurrentMLP as CounterCurrentMLP
 from .latent_ode import LatentODE as LatentODE
 from .latent_sde import LatentSDE as LatentSDE
 from .loading import WeightFileError as WeightFileError
