@@ -28,8 +28,8 @@ def _activate(x: Array, activation: str | None) -> Array:
 
 
 class Dense(eqx.Module):
-    """An affine map followed by an activation (none when `activation` is `None`), optionally reshaping its input
-    to a vector first (`flatten`) or its output to `out_shape`."""
+    """An affine map (a linear one with `use_bias=False`) followed by an activation (none when `activation` is
+    `None`), optionally reshaping its input to a vector first (`flatten`) or its output to `out_shape`."""
 
     linear: eqx.nn.Linear
     activation: str | None = eqx.field(static=True)
@@ -44,9 +44,10 @@ class Dense(eqx.Module):
         *,
         flatten: bool = False,
         out_shape: tuple[int, ...] | None = None,
+        use_bias: bool = True,
         key: PRNGKeyArray,
     ):
-        self.linear = eqx.nn.Linear(in_size, out_size, key=key)
+        self.linear = eqx.nn.Linear(in_size, out_size, use_bias=use_bias, key=key)
         self.activation = activation
         self.flatten = flatten
         self.out_shape = out_shape
@@ -126,6 +127,7 @@ class CounterCurrentMLP(_DualNetwork):
         num_classes: int,
         activation: str = "elu",
         *,
+        use_bias: bool = False,
         key: PRNGKeyArray,
     ):
         """**Arguments:**
@@ -134,6 +136,7 @@ class CounterCurrentMLP(_DualNetwork):
         - `hidden_sizes`: the widths of the hidden layers, input end first.
         - `num_classes`: the number of logits (and the length of the feedback network's one-hot input).
         - `activation`: "elu" (the paper's) or any kind of `jaxinterp.composites.activation`.
+        - `use_bias`: give every layer of both networks a bias (the authors' MLPs have none).
         - `key`: a PRNG key for the initial weights.
         """
         _check_activation(activation)
@@ -141,11 +144,12 @@ class CounterCurrentMLP(_DualNetwork):
         depth = len(sizes) - 1
         forward_keys, feedback_keys = jax.random.split(key, (2, depth))
         self.forward_layers = tuple(
-            Dense(sizes[i], sizes[i + 1], activation if i < depth - 1 else None, key=forward_keys[i])
+            Dense(sizes[i], sizes[i + 1], activation if i < depth - 1 else None, use_bias=use_bias, key=forward_keys[i])
             for i in range(depth)
         )
         self.feedback_layers = tuple(
-            Dense(sizes[i + 1], sizes[i], activation if i > 0 else None, key=feedback_keys[i]) for i in range(depth)
+            Dense(sizes[i + 1], sizes[i], activation if i > 0 else None, use_bias=use_bias, key=feedback_keys[i])
+            for i in range(depth)
         )
         self.num_classes = num_classes
 

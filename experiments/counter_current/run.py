@@ -38,6 +38,8 @@ _CNN_METHODS = ("backprop", "counter_current")
 
 
 def _check(config: CounterCurrentConfig) -> None:
+    if config.optimiser not in ("sgd", "adam"):
+        raise ValueError(f"unknown optimiser {config.optimiser!r}; choose 'sgd' or 'adam'")
     for name in (*config.datasets, *([config.autoencoder_dataset] if config.autoencoder_dataset else [])):
         if name not in _LOADERS:
             raise ValueError(f"unknown dataset {name!r}; choose from {sorted(_LOADERS)}")
@@ -92,6 +94,30 @@ def counter_current_classification_loss(cosine_scale: float | None):
     return loss_fn
 
 
+def clip_each_network(max_norm: float) -> optax.GradientTransformation:
+    """Scale the forward network's gradient and the feedback network's gradient, each on its own, to global norm at
+    most `max_norm` (the per-network clipping of the authors' code); the updates must have a dual network's
+    `forward_layers` and `feedback_layers`."""
+
+    def clip(tree):
+        norm = optax.tree.norm(tree)
+        return jax.tree.map(lambda g: g * jnp.minimum(1.0, max_norm / (norm + 1e-6)), tree)
+
+    def update(updates, state, params=None):
+        parts = lambda m: (m.forward_layers, m.feedback_layers)
+        clipped = tuple(clip(part) for part in parts(updates))
+        return eqx.tree_at(parts, updates, clipped), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def classifier_optimiser(config: CounterCurrentConfig) -> optax.GradientTransformation:
+    """The optimiser every classifier is trained with, whatever its rule."""
+    if config.optimiser == "adam":
+        return optax.adam(config.learning_rate)
+    return optax.chain(clip_each_network(config.gradient_clip), optax.sgd(config.learning_rate))
+
+
 def accuracy(model, images, labels, batch_size: int) -> float:
     """The fraction of `images` whose largest forward logit is at the label."""
     predict = eqx.filter_jit(lambda m, x: jnp.argmax(jax.vmap(m)(x), axis=-1))
@@ -110,7 +136,9 @@ def train_classifier(config, data, architecture: str, method: str, key) -> dict:
             train_images.reshape(len(train_images), -1),
             test_images.reshape(len(test_images), -1),
         )
-        model = models.CounterCurrentMLP(784, config.mlp_hidden, 10, config.activation, key=init_key)
+        model = models.CounterCurrentMLP(
+            784, config.mlp_hidden, 10, config.activation, use_bias=config.mlp_bias, key=init_key
+        )
         epochs = config.mlp_epochs
     else:
         model = models.CounterCurrentCNN(1, 28, config.cnn_channels, 10, config.activation, key=init_key)
@@ -125,7 +153,7 @@ def train_classifier(config, data, architecture: str, method: str, key) -> dict:
     steps = epochs * len(train_images) // config.batch_size
     batches = minibatches((jnp.asarray(train_images), jnp.asarray(train_labels)), config.batch_size, key=batch_key)
     trained, history = train(
-        model, loss_fn, batches, optax.adam(config.learning_rate), steps=steps, key=train_key, has_aux=has_aux,
+        model, loss_fn, batches, classifier_optimiser(config), steps=steps, key=train_key, has_aux=has_aux,
         description=f"{architecture} {method}",
     )  # fmt: skip
     return {
@@ -171,7 +199,7 @@ def train_autoencoders(config, key) -> tuple[dict, dict]:
     }
     for method, (loss_fn, has_aux) in rules.items():
         trained, history = train(
-            model, loss_fn, batches, optax.adam(config.learning_rate), steps=config.autoencoder_steps,
+            model, loss_fn, batches, optax.adam(config.autoencoder_learning_rate), steps=config.autoencoder_steps,
             key=train_key, has_aux=has_aux, description=f"autoencoder {method}",
         )  # fmt: skip
         errors = [

@@ -57,19 +57,23 @@ def counter_current_activations(
     for layer in forward_layers:
         forward.append(jax.vmap(layer)(jax.lax.stop_gradient(forward[-1])))
     feedback = [feedback_inputs]
-    _check_depth(forward[-1], feedback_inputs, len(forward_layers))
+    _check_depth(forward[-1], feedback_inputs, len(forward_layers), top=True)
     for depth in reversed(range(len(feedback_layers))):
         feedback.insert(0, jax.vmap(feedback_layers[depth])(jax.lax.stop_gradient(feedback[0])))
         _check_depth(forward[depth], feedback[0], depth)
     return forward, feedback
 
 
-def _check_depth(forward: Array, feedback: Array, depth: int) -> None:
+def _check_depth(forward: Array, feedback: Array, depth: int, top: bool = False) -> None:
     if forward.shape[1:] != feedback.shape[1:]:
+        hint = (
+            "the feedback network's input must have the per-example shape of the forward network's output"
+            if top
+            else f"feedback layer {depth} must map back to the input space of forward layer {depth}"
+        )
         raise ValueError(
             f"counter_current_activations: at depth {depth} the forward activations have per-example shape "
-            f"{forward.shape[1:]} but the feedback activations {feedback.shape[1:]}; feedback layer {depth} must map "
-            f"back to the input space of forward layer {depth}"
+            f"{forward.shape[1:]} but the feedback activations {feedback.shape[1:]}; {hint}"
         )
 
 

@@ -90,8 +90,9 @@ def test_shape_errors(getkey):
     x = jnp.ones((2, 5))
     with pytest.raises(ValueError, match="same depth"):
         learning.counter_current_activations(forward, feedback[:-1], x, jnp.eye(2))
-    with pytest.raises(ValueError, match="depth 3"):
+    with pytest.raises(ValueError, match="depth 3") as error:
         learning.counter_current_activations(forward, feedback, x, jnp.eye(3))
+    assert "feedback network's input" in str(error.value) and "feedback layer" not in str(error.value)
     with pytest.raises(ValueError, match="labels"):
         learning.prototype_alignment_loss(jnp.ones((2, 3)), jnp.ones((4, 3)), jnp.zeros(3, jnp.int32))
     with pytest.raises(ValueError, match="same batch"):
