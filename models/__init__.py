@@ -4,6 +4,9 @@ from . import toy_circuits as toy_circuits
 from .cerebellar import Cerebellum as Cerebellum
 from .cerebellar import CorticalLSTM as CorticalLSTM
 from .cnn import CNN as CNN
+from .counter_current import CounterCurrentAutoencoder as CounterCurrentAutoencoder
+from .counter_current import CounterCurrentCNN as CounterCurrentCNN
+from .counter_current import CounterCurrentMLP as CounterCurrentMLP
 from .generation import continuation_perplexity as continuation_perplexity
 from .generation import generate as generate
 from .generation import greedy_generate as greedy_generate
@@ -29,8 +32,8 @@ from .perforated import PerforatedLinear as PerforatedLinear
 from .perforated import PerforatedMLP as PerforatedMLP
 from .rnn import GRUClassifier as GRUClassifier
 from .rnn import LSTMClassifier as LSTMClassifier
-from .toy_circuits import InductionBatch as InductionBatch
 from .toy_circuits import IOIBatch as IOIBatch
+from .toy_circuits import InductionBatch as InductionBatch
 from .toy_circuits import ablated_metric as ablated_metric
 from .toy_circuits import circuit_nodes as circuit_nodes
 from .toy_circuits import head_output_sizes as head_output_sizes

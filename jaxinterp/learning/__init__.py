@@ -2,6 +2,11 @@
 with a documented signature, written for pure models so it applies to any model of the zoo.
 """
 
+from .counter_current import counter_current_activations as counter_current_activations
+from .counter_current import counter_current_loss as counter_current_loss
+from .counter_current import counter_current_losses as counter_current_losses
+from .counter_current import mean_squared_pair_loss as mean_squared_pair_loss
+from .counter_current import prototype_alignment_loss as prototype_alignment_loss
 from .fast_slow import anchor_penalty as anchor_penalty
 from .fast_slow import consolidate as consolidate
 from .fast_slow import diagonal_fisher as diagonal_fisher
@@ -9,6 +14,9 @@ from .fast_slow import fast_adapt as fast_adapt
 from .fast_slow import fast_weight_loss as fast_weight_loss
 from .fast_slow import learn_task as learn_task
 from .fast_slow import zero_importance as zero_importance
+from .feedback_alignment import FeedbackAlignmentLinear as FeedbackAlignmentLinear
+from .feedback_alignment import feedback_alignment as feedback_alignment
+from .feedback_alignment import feedback_alignment_dense as feedback_alignment_dense
 from .perforated import add_dendrites as add_dendrites
 from .perforated import dendrite_correlation as dendrite_correlation
 from .perforated import dendrite_objective as dendrite_objective
