@@ -32,8 +32,8 @@ from .perforated import PerforatedLinear as PerforatedLinear
 from .perforated import PerforatedMLP as PerforatedMLP
 from .rnn import GRUClassifier as GRUClassifier
 from .rnn import LSTMClassifier as LSTMClassifier
-from .toy_circuits import IOIBatch as IOIBatch
 from .toy_circuits import InductionBatch as InductionBatch
+from .toy_circuits import IOIBatch as IOIBatch
 from .toy_circuits import ablated_metric as ablated_metric
 from .toy_circuits import circuit_nodes as circuit_nodes
 from .toy_circuits import head_output_sizes as head_output_sizes

@@ -40,9 +40,9 @@ class LatentSteeringConfig:
     - `prompts`, `new_tokens`, `temperature`: continuations generated per condition.
     - `classifiers`: `None` for the fine-tuned MiniLM judges (`models.text_classifiers.DEFAULTS`), or one
       `FineTuning` for every task (the quick run's stand-in).
-    - `pool_size`, `skills`, `selection_size`, `validation_size`, `random_draws`: model-native skills: SST-2
-      training texts pooled, directions of the basis, texts selected, texts for choosing the direction, and
-      random selections to compare with.
+    - `pool_size`, `skills`, `selection_size`, `validation_size`, `random_draws`, `dev_size`: model-native skills:
+      SST-2 training texts pooled, directions of the basis, texts selected, texts for choosing the direction,
+      random selections to compare with, and SST-2 dev sentences the selections are scored on (`None`: all 872).
     - `bootstrap`: resamples for the intervals.
     """
 
@@ -70,6 +70,7 @@ class LatentSteeringConfig:
     selection_size: int = 100
     validation_size: int = 400
     random_draws: int = 20
+    dev_size: int | None = None
     bootstrap: int = 1000
 
     @classmethod

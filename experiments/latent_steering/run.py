@@ -262,6 +262,7 @@ def skill_selection(model, tokenizer, config: LatentSteeringConfig, rng) -> tupl
     pool_x = featurise(pool)
     validation_x, validation_y = featurise([texts[r] for r in validation_rows]), np.asarray(labels)[validation_rows]
     dev_texts, dev_y = ji.data.sst2("dev")
+    dev_texts, dev_y = dev_texts[: config.dev_size], np.asarray(dev_y)[: config.dev_size]
     dev_x = featurise(dev_texts)
 
     def trained_on(selection):

@@ -33,6 +33,7 @@ def test_latent_steering_smoke(monkeypatch, text_classifier_cache):
         selection_size=8,
         validation_size=16,
         random_draws=2,
+        dev_size=32,
         bootstrap=20,
     )
     metrics = main(config)

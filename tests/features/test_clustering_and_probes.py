@@ -14,16 +14,18 @@ def _planted(seed=0, k=3, per=50, d=5, spread=0.05):
 
 
 def test_kmeans_recovers_planted_clusters_and_their_centres():
-    x, labels, centres = _planted()
+    x, labels, _ = _planted()
     clusters = features.kmeans(x, 3, key=jax.random.key(0))
     found = np.asarray(clusters.labels)
     # the same partition up to relabelling: each planted cluster maps to exactly one found cluster
-    mapping = {int(found[labels == c][0]) for c in range(3)}
-    assert len(mapping) == 3 and all(len(set(found[labels == c])) == 1 for c in range(3))
+    assert len({int(found[labels == c][0]) for c in range(3)}) == 3
+    assert all(len(set(found[labels == c])) == 1 for c in range(3))
     for c in range(3):
         np.testing.assert_allclose(clusters.centroids[found[labels == c][0]], x[labels == c].mean(0), atol=1e-4)
     np.testing.assert_allclose(
-        float(clusters.inertia), sum(((x[labels == c] - x[labels == c].mean(0)) ** 2).sum() for c in range(3)), rtol=1e-3
+        float(clusters.inertia),
+        sum(((x[labels == c] - x[labels == c].mean(0)) ** 2).sum() for c in range(3)),
+        rtol=1e-3,
     )
 
 

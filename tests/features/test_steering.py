@@ -56,7 +56,9 @@ def test_gact_directions_are_cluster_centroids_the_probe_picks_them_and_refineme
     new = offsets[[0, 0]] + 1.0  # two new examples, both nearest the first direction
     refined = features.refine_gact(gact, new, baseline.mean(0))
     first = order[0]
-    expected = (gact.directions[first] * gact.counts[first] + (new - baseline.mean(0)).sum(0)) / (gact.counts[first] + 2)
+    expected = (gact.directions[first] * gact.counts[first] + (new - baseline.mean(0)).sum(0)) / (
+        gact.counts[first] + 2
+    )
     np.testing.assert_allclose(refined.directions[first], expected, rtol=1e-5)
     np.testing.assert_array_equal(refined.directions[order[1]], gact.directions[order[1]])
 

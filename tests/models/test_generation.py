@@ -45,7 +45,9 @@ def test_steered_generation_with_per_prompt_directions_equals_steering_each_prom
     for row, length in enumerate(LENGTHS):
         steered = features.steer(llama, {SITE: directions[row]}, 3.0)
         assert _is_greedy(steered, PROMPTS[row, :length], new[row])
-    zero = models.generate(llama, PROMPTS, LENGTHS, 4, key=jax.random.key(0), temperature=0, directions={SITE: jnp.zeros(32)})
+    zero = models.generate(
+        llama, PROMPTS, LENGTHS, 4, key=jax.random.key(0), temperature=0, directions={SITE: jnp.zeros(32)}
+    )
     plain = models.generate(llama, PROMPTS, LENGTHS, 4, key=jax.random.key(0), temperature=0)
     np.testing.assert_array_equal(zero, plain)
     logits = models.next_token_logits(llama, PROMPTS, LENGTHS, directions={SITE: directions}, alpha=3.0)
