@@ -6,6 +6,7 @@ float32). Files come from `jaxinterp.assets.resolve`, so an explicit path, an en
 package or the online source all work.
 """
 
+import functools
 import json
 import pathlib
 import re
@@ -147,10 +148,11 @@ def load_smollm2(path: str | pathlib.Path | None = None) -> tuple[Transformer, "
 
     **Arguments:** `path`: the `.gguf` file (default: resolved by `jaxinterp.assets`).
 
-    **Returns:** `(model, tokenizer)`; the model returns logits `[seq, 49152]`.
+    **Returns:** `(model, tokenizer)`; the model returns logits `[seq, 49152]`. The dequantised model is kept for
+    the life of the process (keyed by the file, its size and modification time), so later calls return the same
+    immutable model without reading the file again; each call gets its own tokenizer.
     """
-    import gguf
-    from gguf.quants import dequantize
+    import tokenizers
 
     file = assets.resolve("smollm2-135m", path)
     if file.is_dir():
@@ -158,6 +160,18 @@ def load_smollm2(path: str | pathlib.Path | None = None) -> tuple[Transformer, "
         if not found:
             raise WeightFileError(f"no .gguf file in {file}; run `jaxinterp assets install smollm2-135m`")
         file = found[0]
+    stat = file.stat()
+    model, tokenizer_json = _read_smollm2(str(file), stat.st_size, stat.st_mtime_ns)
+    return model, tokenizers.Tokenizer.from_str(tokenizer_json)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_smollm2(name: str, size: int, modified: int) -> tuple[Transformer, str]:
+    """The model and the tokenizer's JSON from one GGUF file (`size` and `modified` key the cache)."""
+    import gguf
+    from gguf.quants import dequantize
+
+    file = pathlib.Path(name)
     try:
         reader = gguf.GGUFReader(file)
     except (OSError, ValueError) as err:
@@ -197,7 +211,7 @@ def load_smollm2(path: str | pathlib.Path | None = None) -> tuple[Transformer, "
         t[f"{b}mlp.w_gate"] = raw[f"{p}ffn_gate.weight"].T
         t[f"{b}mlp.w_in"] = raw[f"{p}ffn_up.weight"].T
         t[f"{b}mlp.w_out"] = raw[f"{p}ffn_down.weight"].T
-    return from_arrays(cfg, t, file), gguf_tokenizer(reader)
+    return from_arrays(cfg, t, file), gguf_tokenizer(reader).to_str()
 
 
 LOADERS = {"minilm-l6": load_minilm, "smollm2-135m": load_smollm2}

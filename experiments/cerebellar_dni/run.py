@@ -3,6 +3,8 @@ truncated BPTT, and by truncated BPTT with a cerebellar module predicting the gr
 (ccRNN), on line drawing, digit drawing (pen paths traced from MNIST digits) and sequential MNIST; learning curves,
 held-out error and the drawings' ataxia (jitter)."""
 
+import pathlib
+import tempfile
 import time
 
 import equinox as eqx
@@ -17,6 +19,7 @@ import models
 from experiments.record import results_dir, write_results
 from jaxinterp import data as datasets
 from jaxinterp import learning
+from jaxinterp.learning.synthetic_gradients import boundary_gradients, synthetic_gradient_quality
 from jaxinterp.training import minibatches, train
 
 from .config import CerebellarDNIConfig
@@ -119,7 +122,9 @@ def task_setup(config: CerebellarDNIConfig, task: str) -> dict:
         }  # fmt: skip
     images, labels = datasets.mnist("train")
     images, labels = images[: config.train_size], labels[: config.train_size]
-    test_images, test_labels = datasets.mnist("test")
+    if config.eval_split not in ("test", "valid"):
+        raise ValueError(f"eval_split must be 'test' or 'valid', got {config.eval_split!r}")
+    test_images, test_labels = datasets.mnist(config.eval_split)
     test_images, test_labels = test_images[: config.eval_size], test_labels[: config.eval_size]
     if task == "digit_drawing":
         templates = digit_templates(config, images, labels)
@@ -173,6 +178,60 @@ def loss_for(method: str, setup: dict, config: CerebellarDNIConfig):
     return loss_fn
 
 
+def make_optimiser(config: CerebellarDNIConfig):
+    """Adam for the cortex and, with a learning rate of its own, for the cerebellum, each network's gradient
+    clipped to `clip_norm` on its own: the cortex's updates follow the same rule whatever the method."""
+
+    def network(rate):
+        return optax.chain(optax.clip_by_global_norm(config.clip_norm), optax.adam(rate))
+
+    def labels(params):
+        return CorticoCerebellar(
+            jax.tree.map(lambda _: "cortex", params.cortex), jax.tree.map(lambda _: "cerebellum", params.cerebellum)
+        )
+
+    return optax.multi_transform(
+        {"cortex": network(config.learning_rate), "cerebellum": network(config.cerebellum_learning_rate)}, labels
+    )
+
+
+@eqx.filter_jit
+def gradient_diagnostic(model: CorticoCerebellar, batch, weights, *, window: int, kind: str, scale, discount) -> dict:
+    """How good the cerebellum's predictions are, on one batch: at every window boundary, the cosine similarity and
+    relative error between `C(s_k)` and the exact gradient of the future loss with respect to `s_k` (full BPTT;
+    `synthetic_gradient_quality`), and the cosine similarity of the cortex's whole update under truncated BPTT and
+    under ccRNN with full BPTT's.
+
+    **Returns:** arrays over boundaries (`"cosine"`, `"relative_error"`, `"injected_relative_error"`,
+    `"norm_ratio"`, `"true_norm"`) and the scalars `"truncated_update_cosine"`, `"ccrnn_update_cosine"`."""
+    inputs, targets = batch
+    common = {"initial_state": model.cortex.initial_state(), "step_loss": step_loss_for(kind), "step_weights": weights}
+    states, gradients = boundary_gradients(model.cortex, inputs, targets, window=window, **common)
+    quality = synthetic_gradient_quality(model.cerebellum, states, gradients, scale=scale)
+
+    def cortex_grad(loss):
+        return ravel_tree(eqx.filter_grad(lambda cortex: loss(cortex)[0])(model.cortex))
+
+    full = cortex_grad(lambda c: learning.bptt_loss(c, inputs, targets, **common))
+    truncated = cortex_grad(lambda c: learning.truncated_bptt_loss(c, inputs, targets, window=window, **common))
+    ccrnn = cortex_grad(
+        lambda c: learning.synthetic_gradient_loss(
+            c, model.cerebellum, inputs, targets, window=window, scale=scale, discount=discount, **common
+        )
+    )
+
+    def cosine(a, b):
+        return jnp.vdot(a, b) / jnp.maximum(jnp.linalg.norm(a) * jnp.linalg.norm(b), 1e-30)
+
+    return {
+        **quality, "truncated_update_cosine": cosine(truncated, full), "ccrnn_update_cosine": cosine(ccrnn, full)
+    }  # fmt: skip
+
+
+def ravel_tree(tree) -> jax.Array:
+    return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array))])
+
+
 def evaluate(model: CorticoCerebellar, setup: dict) -> dict:
     """Held-out error of the trained cortex: the per-step squared error (and ataxia) of drawings, or the
     cross-entropy and accuracy of sequential MNIST."""
@@ -207,10 +266,42 @@ def run_one(config: CerebellarDNIConfig, task: str, method: str, run: int, setup
     batches = minibatches(
         (jnp.asarray(setup["train"][0]), jnp.asarray(setup["train"][1])), config.batch_size, key=data_key
     )
-    trained, history = train(
-        model, loss_for(method, setup, config), batches, optimiser, steps=setup["steps"], key=train_key,
-        has_aux=True, description=f"{task} {method} run {run}",
-    )  # fmt: skip
+    loss_fn, description = loss_for(method, setup, config), f"{task} {method} run {run}"
+    diagnostics = []
+    if method != "ccrnn":
+        trained, history = train(
+            model, loss_fn, batches, optimiser, steps=setup["steps"], key=train_key, has_aux=True,
+            description=description,
+        )  # fmt: skip
+        wall_time = float(history["wall_time_s"])
+    else:
+        # Trained in stretches of `diagnostic_every` steps, resumed from a checkpoint (bit for bit the same run as
+        # one call), with the cerebellum's predictions scored between stretches on a fixed batch of training data.
+        train_inputs, train_targets = setup["train"]
+        probe = (
+            jnp.asarray(train_inputs[: config.diagnostic_size]), jnp.asarray(train_targets[: config.diagnostic_size])
+        )  # fmt: skip
+        weights = jnp.asarray(setup["weights"])
+
+        def diagnose(model, batch):
+            return gradient_diagnostic(
+                model, batch, weights, window=setup["window"], kind=setup["kind"], scale=config.scale,
+                discount=config.discount,
+            )  # fmt: skip
+
+        stops = sorted({*range(0, setup["steps"], max(1, config.diagnostic_every)), setup["steps"]})
+        trained, wall_time = model, 0.0
+        with tempfile.TemporaryDirectory() as folder:
+            checkpoint = pathlib.Path(folder) / "checkpoint.eqx"
+            for stop in stops:
+                if stop > 0:
+                    trained, history = train(
+                        model, loss_fn, batches, optimiser, steps=stop, key=train_key, has_aux=True,
+                        checkpoint=checkpoint, checkpoint_every=setup["steps"], description=description,
+                    )  # fmt: skip
+                    wall_time += float(history["wall_time_s"])
+                scores = jax.tree.map(np.asarray, diagnose(trained, probe))
+                diagnostics.append({"step": stop, **{name: value.tolist() for name, value in scores.items()}})
     curve = np.asarray(history["task_loss"], np.float64)
     out = {
         "curve": curve.tolist(),
@@ -219,8 +310,10 @@ def run_one(config: CerebellarDNIConfig, task: str, method: str, run: int, setup
     }
     if "synthesiser_loss" in history:
         out["final_synthesiser_loss"] = float(np.mean(history["synthesiser_loss"][-20:]))
+    if diagnostics:
+        out["diagnostics"] = diagnostics
     out.update(evaluate(trained, setup))
-    out["wall_time_s"] = float(history["wall_time_s"])
+    out["wall_time_s"] = wall_time
     return out
 
 
@@ -244,6 +337,41 @@ def plot_curves(path, results: dict, config: CerebellarDNIConfig) -> None:
         ax.set_xlabel("step")
         ax.set_ylabel("training loss (moving average)")
     axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_diagnostics(path, results: dict) -> None:
+    """The cerebellum's predictions against the exact future gradient over ccRNN training (mean over boundaries
+    and seeds), and the cortex's update under truncated BPTT and ccRNN against full BPTT's."""
+    tasks = [task for task, by_method in results.items() if "ccrnn" in by_method]
+    if not tasks:
+        return
+    fig, axes = plt.subplots(len(tasks), 3, figsize=(12, 2.9 * len(tasks)), squeeze=False)
+    for row, task in zip(axes, tasks):
+        runs = [run["diagnostics"] for run in results[task]["ccrnn"]["runs"]]
+        steps = [entry["step"] for entry in runs[0]]
+
+        def mean(name, runs=runs):
+            values = np.array([[entry[name] for entry in run] for run in runs], np.float64)
+            return values.mean(axis=(0, 2) if values.ndim == 3 else 0)
+
+        row[0].plot(steps, mean("cosine"), "o-", ms=3)
+        row[0].axhline(0, color="0.7", lw=0.8)
+        row[0].set_ylabel("cosine(C(s), true gradient)")
+        row[1].plot(steps, mean("relative_error"), "o-", ms=3, label="|C - g| / |g|")
+        row[1].plot(steps, mean("injected_relative_error"), "o-", ms=3, label="|scale C - g| / |g|")
+        row[1].plot(steps, mean("norm_ratio"), "o-", ms=3, label="|C| / |g|")
+        row[1].set_ylabel("relative to the true gradient")
+        row[1].legend(fontsize=7)
+        row[2].plot(steps, mean("truncated_update_cosine"), "o-", ms=3, label="truncated BPTT")
+        row[2].plot(steps, mean("ccrnn_update_cosine"), "o-", ms=3, label="ccRNN")
+        row[2].set_ylabel("cosine(cortex update, full BPTT's)")
+        row[2].legend(fontsize=7)
+        for ax in row:
+            ax.set_title(task.replace("_", " "), fontsize=9)
+            ax.set_xlabel("ccRNN training step")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -289,7 +417,7 @@ def main(config: CerebellarDNIConfig) -> dict:
     `results/cerebellar_dni/`."""
     _check(config)
     started = time.time()
-    optimiser = optax.chain(optax.clip_by_global_norm(config.clip_norm), optax.adam(config.learning_rate))
+    optimiser = make_optimiser(config)
     results, setups, table = {}, {}, []
     for task in config.tasks:
         setups[task] = setup = task_setup(config, task)
@@ -297,7 +425,17 @@ def main(config: CerebellarDNIConfig) -> dict:
         for method in config.methods:
             runs = [run_one(config, task, method, run, setup, optimiser) for run in range(config.seeds)]
             summary = {"runs": runs, "window": None if method == "bptt" else setup["window"]}
-            for name in ("area_under_curve", "final_train_loss", "test_error", "ataxia", "test_accuracy"):
+            if method == "ccrnn":
+                for run in runs:
+                    last = run["diagnostics"][-1]
+                    for name in ("cosine", "relative_error", "injected_relative_error", "norm_ratio"):
+                        run[f"final_boundary_{name}"] = float(np.mean(last[name]))
+                    run["final_truncated_update_cosine"] = last["truncated_update_cosine"]
+                    run["final_ccrnn_update_cosine"] = last["ccrnn_update_cosine"]
+            for name in ("area_under_curve", "final_train_loss", "test_error", "ataxia", "test_accuracy", "wall_time_s",
+                         "final_boundary_cosine", "final_boundary_relative_error",
+                         "final_boundary_injected_relative_error", "final_boundary_norm_ratio",
+                         "final_truncated_update_cosine", "final_ccrnn_update_cosine"):  # fmt: skip
                 if name in runs[0]:
                     values = [run[name] for run in runs]
                     summary[name] = float(np.mean(values))
@@ -314,10 +452,17 @@ def main(config: CerebellarDNIConfig) -> dict:
                 row["target's ataxia"] = runs[0]["target_ataxia"]
             else:
                 row["test accuracy"] = summary["test_accuracy"]
+            row["training wall time per run (s)"] = summary["wall_time_s"]
+            if method == "ccrnn":
+                row["cerebellum's cosine with the true gradient (end)"] = summary["final_boundary_cosine"]
+                row["cortex update's cosine with full BPTT's, truncated / ccRNN (end)"] = (
+                    f"{summary['final_truncated_update_cosine']:.3f} / {summary['final_ccrnn_update_cosine']:.3f}"
+                )
             table.append(row)
     out = results_dir(SLUG)
     plot_curves(out / "learning_curves.png", results, config)
     plot_drawings(out / "drawings.png", results, setups)
+    plot_diagnostics(out / "gradient_diagnostics.png", results)
     metrics = {"tasks": results}
     for task, by_method in results.items():
         if {"ccrnn", "truncated", "bptt"} <= set(by_method):

@@ -122,6 +122,103 @@ def synthetic_gradient_loss(
     )
 
 
+def boundary_gradients(
+    cell: Cell,
+    inputs: Array,
+    targets: PyTree,
+    *,
+    window: int,
+    initial_state: PyTree,
+    step_loss: StepLoss,
+    step_weights: Array | None = None,
+) -> tuple[Float[Array, "batch boundaries state"], Float[Array, "batch boundaries state"]]:
+    """The states at the window boundaries and the exact gradient of the future loss with respect to them, by full
+    backpropagation through time: what a synthesiser at those boundaries should predict.
+
+    With windows of `window` steps as in `truncated_bptt_loss`, boundary `k = 1, 2, ...` is the state `s_k` entering
+    window `k` (the first window starts from `initial_state`, so it has none). The gradient at `s_k` is
+    `d(sum_(j >= k) L_j) / ds_k`, everything the loss after the boundary owes to the state there, through all the
+    later steps (the part truncation drops, plus the part inside window `k` that truncated BPTT keeps).
+
+    **Arguments:** as `truncated_bptt_loss`.
+
+    **Returns:** `(states, gradients)`, both `[batch, boundaries, state]` with the state flattened in
+    `ravel_pytree` order; `boundaries` is the number of windows less one (0 when one window covers the sequence).
+    """
+    _check_window(window)
+    _check_inputs("boundary_gradients", cell, inputs, targets, step_weights)
+    time = jnp.shape(inputs)[1]
+    weights = jnp.ones(time, jnp.result_type(float)) if step_weights is None else jnp.asarray(step_weights)
+    window = min(window, time)
+    bounds = [(start, min(start + window, time)) for start in range(0, time, window)]
+    flat_initial, unravel = ravel_pytree(initial_state)
+
+    def one_sequence(xs, ys):
+        def step(state, step_data):
+            x, y, w = step_data
+            state, output = cell(state, x)
+            return state, w * step_loss(output, y)
+
+        def loss_and_states(nudges):
+            state, task, states = initial_state, 0.0, []
+            for k, (start, stop) in enumerate(bounds):
+                if k > 0:
+                    flat = ravel_pytree(state)[0]
+                    states.append(flat)
+                    state = unravel(flat + nudges[k - 1])
+                segment = (
+                    xs[start:stop],
+                    jax.tree.map(lambda leaf, start=start, stop=stop: leaf[start:stop], ys),
+                    weights[start:stop],
+                )
+                state, losses = jax.lax.scan(step, state, segment)
+                task = task + jnp.sum(losses)
+            return task, jnp.stack(states) if states else jnp.zeros((0, flat_initial.size), flat_initial.dtype)
+
+        nudges = jnp.zeros((len(bounds) - 1, flat_initial.size), flat_initial.dtype)
+        gradients, states = jax.grad(loss_and_states, has_aux=True)(nudges)
+        return states, gradients
+
+    return jax.vmap(one_sequence)(inputs, targets)
+
+
+def synthetic_gradient_quality(
+    synthesiser: Callable[[Float[Array, " state"]], Float[Array, " state"]],
+    states: Float[Array, "batch boundaries state"],
+    gradients: Float[Array, "batch boundaries state"],
+    *,
+    scale: float = 0.1,
+) -> dict[str, Array]:
+    """How well a synthesiser predicts the true future gradient at the window boundaries (from
+    `boundary_gradients`).
+
+    **Arguments:**
+
+    - `synthesiser`: `C(state_vector) -> gradient_vector` for one state, as in `synthetic_gradient_loss`.
+    - `states`, `gradients`: `[batch, boundaries, state]`, the flattened boundary states and the exact gradients of
+        the future loss with respect to them.
+    - `scale`: the factor the cortex receives the prediction with (`synthetic_gradient_loss`'s `scale`).
+
+    **Returns:** a dict of `[boundaries]` arrays, each a mean over the batch: `"cosine"`, the cosine similarity
+    between `C(s_k)` and the true gradient (0 where either is 0); `"relative_error"`, `|C(s_k) - g_k| / |g_k|` (1 for
+    a synthesiser predicting 0); `"injected_relative_error"`, the same for what the cortex receives,
+    `|scale C(s_k) - g_k| / |g_k|`; `"norm_ratio"`, `|C(s_k)| / |g_k|`; and `"true_norm"`, `|g_k|`.
+    """
+    predicted = jax.vmap(jax.vmap(synthesiser))(states)
+    tiny = jnp.finfo(jnp.result_type(gradients)).tiny
+    true_norm = jnp.linalg.norm(gradients, axis=-1)
+    predicted_norm = jnp.linalg.norm(predicted, axis=-1)
+    safe = jnp.maximum(true_norm, tiny)
+    cosine = jnp.sum(predicted * gradients, axis=-1) / jnp.maximum(predicted_norm * true_norm, tiny)
+    return {
+        "cosine": jnp.mean(cosine, axis=0),
+        "relative_error": jnp.mean(jnp.linalg.norm(predicted - gradients, axis=-1) / safe, axis=0),
+        "injected_relative_error": jnp.mean(jnp.linalg.norm(scale * predicted - gradients, axis=-1) / safe, axis=0),
+        "norm_ratio": jnp.mean(predicted_norm / safe, axis=0),
+        "true_norm": jnp.mean(true_norm, axis=0),
+    }
+
+
 def run_sequence(cell: Cell, inputs: Array, *, initial_state: PyTree) -> tuple[PyTree, Array]:
     """Run `cell` over a batch of sequences from `initial_state`.
 
