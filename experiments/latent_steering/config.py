@@ -44,6 +44,8 @@ class LatentSteeringConfig:
       SST-2 training texts pooled, directions of the basis, texts selected, texts for choosing the direction,
       random selections to compare with, and SST-2 dev sentences the selections are scored on (`None`: all 872).
     - `bootstrap`: resamples for the intervals.
+    - `blocks`: run SmolLM2 with only its first `blocks` blocks (then its final norm and unembedding), a cheap
+      stand-in for smoke runs; `None` for the whole model.
     """
 
     seed: int = 0
@@ -72,6 +74,7 @@ class LatentSteeringConfig:
     random_draws: int = 20
     dev_size: int | None = None
     bootstrap: int = 1000
+    blocks: int | None = None
 
     @classmethod
     def quick(cls) -> "LatentSteeringConfig":

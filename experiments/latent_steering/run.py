@@ -4,6 +4,7 @@ direction against G-ACT's online-refined probes; continuations after neutral pro
 judged by fine-tuned MiniLM classifiers (concept) and the unsteered model's perplexity (fluency); and data
 selection along skill directions for training a sentiment classifier, against random selections."""
 
+import dataclasses
 import time
 
 import equinox as eqx
@@ -156,7 +157,15 @@ def steering_comparison(model, tokenizer, pooled, prompt_pooled, basis, config, 
     site = f"blocks.{config.steer_layer}.resid_post"
     prompts, mask = _encode(tokenizer, config.prompts, 64)
     lengths = mask.sum(1)
-    base_logits = models.next_token_logits(model, prompts, lengths)
+    batch, width = len(config.prompts), model.cfg.d_model
+
+    def per_prompt(direction):
+        """Every direction as one row per prompt, so that every method, and the unsteered run (a zero direction
+        at strength 0, which adds exactly nothing), share one compilation of each function."""
+        return {site: jnp.broadcast_to(jnp.asarray(direction, jnp.float32), (batch, width))}
+
+    unsteered = per_prompt(jnp.zeros(width))
+    base_logits = models.next_token_logits(model, prompts, lengths, directions=unsteered, alpha=0.0)
     key = jax.random.key(config.seed)
 
     def continue_and_score(directions, alpha):
@@ -173,7 +182,7 @@ def steering_comparison(model, tokenizer, pooled, prompt_pooled, basis, config, 
         texts = [p + tokenizer.decode([int(t) for t in row]) for p, row in zip(config.prompts, np.asarray(new))]
         return texts, models.continuation_perplexity(model, prompts, lengths, new)
 
-    plain_texts, plain_ppl = continue_and_score(None, 0.0)
+    plain_texts, plain_ppl = continue_and_score(unsteered, 0.0)
     reference = float(np.median(plain_ppl))
     rows, examples = [], {}
     for task, name in tqdm(config.targets, desc="targets"):
@@ -195,7 +204,7 @@ def steering_comparison(model, tokenizer, pooled, prompt_pooled, basis, config, 
         rows.append(_score_row(task, name, "none", 0.0, 0.0, 0.0, plain_concept, plain_ppl, reference, rng, config))
         examples[f"{task}:{name}:none"] = plain_texts[:3]
         for method in METHODS:
-            vectors = {site: directions[method]}
+            vectors = per_prompt(directions[method])
 
             def divergence(alpha, vectors=vectors):
                 steered = models.next_token_logits(model, prompts, lengths, directions=vectors, alpha=alpha)
@@ -203,7 +212,7 @@ def steering_comparison(model, tokenizer, pooled, prompt_pooled, basis, config, 
 
             strength = features.strength_for_divergence(divergence, config.target_kl, initial=1.0)
             texts, ppl = continue_and_score(vectors, strength.alpha)
-            added = float(jnp.mean(jnp.linalg.norm(jnp.atleast_2d(directions[method]), axis=-1)) * strength.alpha)
+            added = float(jnp.mean(jnp.linalg.norm(vectors[site], axis=-1)) * strength.alpha)
             rows.append(
                 _score_row(
                     task,
@@ -329,6 +338,20 @@ def plot(path, probes: dict, steering_rows) -> None:
     plt.close(fig)
 
 
+def first_blocks(model, n: int):
+    """`model` with only its first `n` blocks, followed by its final norm and unembedding."""
+    if not 1 <= n <= model.cfg.n_layers:
+        raise ValueError(f"blocks must be between 1 and {model.cfg.n_layers}; got {n}")
+    shell = models.Transformer(dataclasses.replace(model.cfg, n_layers=n), key=jax.random.key(0))
+    parts = ("token_embed", "position_embed", "type_embed", "embed_ln", "ln_final", "unembed")
+    kept = [p for p in parts if getattr(model, p) is not None]
+    return eqx.tree_at(
+        lambda m: [getattr(m, p) for p in kept] + [m.blocks],
+        shell,
+        [getattr(model, p) for p in kept] + [list(model.blocks[:n])],
+    )
+
+
 def main(config: LatentSteeringConfig) -> dict:
     """Steering SmolLM2-135M with ACT, G-ACT and skill directions; probe accuracy per layer; skill-based data
     selection. Writes `results/latent_steering/`."""
@@ -340,6 +363,8 @@ def main(config: LatentSteeringConfig) -> dict:
 
     rng = np.random.default_rng(config.seed)
     model, tokenizer = models.load_smollm2()
+    if config.blocks is not None:
+        model = first_blocks(model, config.blocks)
     stage("load SmolLM2")
     layers = tuple(range(model.cfg.n_layers)) if config.layers is None else tuple(config.layers)
     if config.steer_layer not in layers:
@@ -353,9 +378,11 @@ def main(config: LatentSteeringConfig) -> dict:
         task: {name: pooled_activations(model, tokenizer, t, layers, config.max_tokens) for name, t in by_class.items()}
         for task, by_class in texts.items()
     }
+    stage("activations")
     probes = {
         f"{task}: {name}": probe_comparison(pooled, (task, name), layers, config) for task, name in config.targets
     }
+    stage("probes")
     at_layer = {
         task: {name: a[[layers.index(config.steer_layer)]] for name, a in by_class.items()}
         for task, by_class in pooled.items()

@@ -13,7 +13,7 @@ from tests.helpers import small_fine_tuning
 @pytest.mark.slow
 @pytest.mark.pretrained
 def test_latent_steering_smoke(monkeypatch, text_classifier_cache):
-    """A tiny run (two layers of SmolLM2, two prompts, three new tokens, the tests' small judge) writes its record,
+    """A tiny run (SmolLM2's first two blocks, two prompts, three new tokens, the tests' small judge) writes its record,
     table and figure; every method is steered to the KL target, and the skill basis is orthonormal."""
     monkeypatch.setenv("JAXINTERP_CACHE", str(text_classifier_cache))
     config = dataclasses.replace(
@@ -35,6 +35,7 @@ def test_latent_steering_smoke(monkeypatch, text_classifier_cache):
         random_draws=2,
         dev_size=32,
         bootstrap=20,
+        blocks=2,
     )
     metrics = main(config)
     out = pathlib.Path(os.environ["JAXINTERP_RESULTS"]) / "latent_steering"
