@@ -45,7 +45,7 @@ class CerebellarDNIConfig:
     clip_norm: float = 1.0
     line_steps: int = 400
     digit_steps: int = 300
-    mnist_steps: int = 500
+    mnist_steps: int = 800
     line_window: int = 2
     digit_window: int = 4
     mnist_window: int = 4

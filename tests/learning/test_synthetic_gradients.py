@@ -5,9 +5,11 @@ import jax.random as jr
 import numpy as np
 import optax
 import pytest
+from jax.flatten_util import ravel_pytree
 
 import models
 from jaxinterp import learning
+from jaxinterp.learning.synthetic_gradients import boundary_gradients, synthetic_gradient_quality
 from jaxinterp.training import train
 
 
@@ -120,6 +122,43 @@ def test_the_exact_future_gradient_as_synthesiser_recovers_full_bptt(getkey):
     )
     assert _tree_max_difference(truncated, full) > 1e-2
     assert float(metrics["synthesiser_loss"]) < 1e-8
+
+
+def test_boundary_gradients_are_the_exact_future_gradients(getkey):
+    cell, initial_state, future_gradient, batch = _linear_problem(getkey)
+    inputs, targets = batch(getkey(), 8)
+    common = {"initial_state": initial_state, "step_loss": _squared_error}
+    states, gradients = boundary_gradients(cell, inputs, targets, window=2, **common)
+    assert states.shape == gradients.shape == (8, 1, 4)
+    run_states, _ = learning.run_sequence(cell, inputs[:, :2], initial_state=initial_state)
+    np.testing.assert_allclose(states[:, 0], run_states, rtol=1e-6)
+    np.testing.assert_allclose(gradients[:, 0], states[:, 0] @ future_gradient.T, rtol=1e-4, atol=1e-6)
+    oracle = models.Cerebellum(4, (), key=getkey())
+    exact = synthetic_gradient_quality(eqx.tree_at(lambda c: c.network.head.weight, oracle, future_gradient),
+                                       states, gradients, scale=0.5)  # fmt: skip
+    np.testing.assert_allclose(exact["cosine"], 1.0, rtol=1e-5)
+    np.testing.assert_allclose(exact["relative_error"], 0.0, atol=1e-5)
+    np.testing.assert_allclose(exact["injected_relative_error"], 0.5, rtol=1e-5)
+    np.testing.assert_allclose(exact["norm_ratio"], 1.0, rtol=1e-5)
+    zero = synthetic_gradient_quality(oracle, states, gradients)
+    assert float(zero["cosine"][0]) == 0.0 and float(zero["relative_error"][0]) == pytest.approx(1.0)
+
+
+def test_boundary_gradients_of_an_lstm_match_full_bptt(getkey):
+    """Nudging the state at each boundary of the full-BPTT run: the gradient with respect to the nudge is what
+    `boundary_gradients` returns, and a window covering the sequence has no boundary."""
+    cortex, inputs, targets, common = _lstm_problem(getkey, time=4)
+    states, gradients = boundary_gradients(cortex, inputs, targets, window=2, **common)
+    assert states.shape == gradients.shape == (4, 1, 10)
+    _, unravel = ravel_pytree(common["initial_state"])
+
+    def later_loss(flat, xs, ys):
+        rest = {**common, "initial_state": unravel(flat), "step_weights": common["step_weights"][2:]}
+        return learning.bptt_loss(cortex, xs[None, 2:], ys[None, 2:], **rest)[0]
+
+    expected = jax.jit(jax.vmap(jax.grad(later_loss)))(states[:, 0], inputs, targets)
+    np.testing.assert_allclose(gradients[:, 0], expected, rtol=1e-5, atol=1e-7)
+    assert boundary_gradients(cortex, inputs, targets, window=4, **common)[0].shape == (4, 0, 10)
 
 
 def test_a_linear_synthesiser_converges_to_the_true_gradient(getkey):
