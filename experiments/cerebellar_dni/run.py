@@ -19,7 +19,7 @@ import models
 from experiments.record import results_dir, write_results
 from jaxinterp import data as datasets
 from jaxinterp import learning
-from jaxinterp.learning.synthetic_gradients import boundary_gradients, synthetic_gradient_quality
+from jaxinterp.learning import boundary_gradients, synthetic_gradient_quality
 from jaxinterp.training import minibatches, train
 
 from .config import CerebellarDNIConfig

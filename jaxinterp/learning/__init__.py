@@ -26,7 +26,9 @@ from .perforated import perforated_layers as perforated_layers
 from .perforated import perforated_training as perforated_training
 from .perforated import phase_labels as phase_labels
 from .perforated import phase_optimiser as phase_optimiser
+from .synthetic_gradients import boundary_gradients as boundary_gradients
 from .synthetic_gradients import bptt_loss as bptt_loss
 from .synthetic_gradients import run_sequence as run_sequence
 from .synthetic_gradients import synthetic_gradient_loss as synthetic_gradient_loss
+from .synthetic_gradients import synthetic_gradient_quality as synthetic_gradient_quality
 from .synthetic_gradients import truncated_bptt_loss as truncated_bptt_loss

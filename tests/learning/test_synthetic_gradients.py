@@ -9,7 +9,7 @@ from jax.flatten_util import ravel_pytree
 
 import models
 from jaxinterp import learning
-from jaxinterp.learning.synthetic_gradients import boundary_gradients, synthetic_gradient_quality
+from jaxinterp.learning import boundary_gradients, synthetic_gradient_quality
 from jaxinterp.training import train
 
 
