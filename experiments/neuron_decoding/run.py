@@ -19,6 +19,7 @@ from experiments.record import results_dir, write_results
 from jaxinterp import compare, neurons
 from jaxinterp import data as datasets
 from jaxinterp.training import minibatches, train
+from models import text_classifiers
 
 from .config import CONCEPTS, QUERIES, NeuronDecodingConfig
 
@@ -220,20 +221,12 @@ def small_models(config: NeuronDecodingConfig, tokenizer) -> dict:
 
 # ----------------------------------------------------------------------------------------- (c) SemanticLens
 def minilm_encoder(max_tokens: int = 64):
-    """MiniLM's sentence embedding as a function of a list of strings (`[n, 384]`), one compiled shape."""
+    """MiniLM's sentence embedding (mean-pooled, L2-normalised) as a function of a list of strings (`[n, 384]`)."""
     model, tokenizer = models.load_minilm()
-    tokenizer.enable_truncation(max_length=max_tokens)
-    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]", length=max_tokens)
-
-    @eqx.filter_jit
-    def encode(model, ids, mask):
-        return jax.vmap(lambda t, a: models.sentence_embedding(model(t, attention_mask=a), a))(ids, mask)
 
     def embed(texts: list[str]) -> np.ndarray:
-        encodings = tokenizer.encode_batch(list(texts))
-        ids = jnp.asarray([e.ids for e in encodings], jnp.int32)
-        mask = jnp.asarray([e.attention_mask for e in encodings], jnp.int32)
-        return np.asarray(encode(model, ids, mask))
+        pooled = text_classifiers.frozen_features(model, tokenizer, texts, max_tokens=max_tokens, progress=False)
+        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
     return embed
 
