@@ -1,5 +1,6 @@
 """Feature directions and their use: concept directions by difference-in-means, linear probes, activation
-steering (ACT and G-ACT, P25), model-native skills (P36), and k-means. See `docs/steering.md`."""
+steering (ACT and G-ACT, P25), model-native skills (P36), k-means (see `docs/steering.md`), and sparse autoencoders
+with SAELens's conventions (P12, see `docs/sae.md`)."""
 
 from .clustering import Clusters as Clusters
 from .clustering import kmeans as kmeans
@@ -9,6 +10,13 @@ from .probes import Probe as Probe
 from .probes import fit_probe as fit_probe
 from .probes import probe_accuracy as probe_accuracy
 from .probes import refine_probe as refine_probe
+from .sae import SAE_ARCHITECTURES as SAE_ARCHITECTURES
+from .sae import SAEConfig as SAEConfig
+from .sae import SparseAutoencoder as SparseAutoencoder
+from .sae import head_attribution as head_attribution
+from .sae import init_sae as init_sae
+from .sae import sae_metrics as sae_metrics
+from .sae import train_sae as train_sae
 from .skills import SkillBasis as SkillBasis
 from .skills import select_along as select_along
 from .skills import select_for_coverage as select_for_coverage
