@@ -40,8 +40,11 @@ class SAEConfig:
       residual from the top `d_in // 2` dead latents (scaled down while fewer latents are dead).
     - `batchtopk_threshold_lr`: the rate of BatchTopK's running estimate of its inference threshold (the smallest
       positive latent value of each batch).
-    - `normalise_decoder`: keep every decoder row at unit norm (the gradient's component along a row is removed,
-      and rows are rescaled after each step); otherwise the decoder is free, as in SAELens.
+    - `rescale_acts_by_decoder_norm`: TopK and BatchTopK train as if the decoder rows had unit norm (pre-activations
+      times the rows' norms, rows divided by them), and the norms are folded into the encoder at the end, as
+      SAELens does; the ReLU and JumpReLU penalties weight each latent by its decoder row's norm.
+    - `normalise_decoder`: also keep every decoder row at unit norm throughout (the gradient's component along a
+      row is removed, and rows are rescaled after each step); SAELens leaves them free.
     - `decoder_init_norm`: the norm of the initial decoder rows (the encoder starts as the decoder's transpose).
     - `apply_b_dec_to_input`: subtract `b_dec` from the input before encoding.
     - `learning_rate`, `adam_beta1`, `adam_beta2`, `lr_warm_up_steps`, `lr_decay_steps`, `max_grad_norm`: Adam
@@ -64,6 +67,7 @@ class SAEConfig:
     aux_coefficient: float = 1.0
     dead_feature_window: int = 1000
     batchtopk_threshold_lr: float = 0.01
+    rescale_acts_by_decoder_norm: bool = True
     normalise_decoder: bool = False
     decoder_init_norm: float = 0.1
     apply_b_dec_to_input: bool = True
@@ -246,8 +250,8 @@ def _jumprelu_fwd(x, threshold, bandwidth):
 def _jumprelu_bwd(saved, g):
     x, threshold, bandwidth = saved
     dx = jnp.where(x > threshold, g, 0.0)
-    dthreshold = -(threshold / bandwidth) * _rectangle((x - threshold) / bandwidth) * g
-    return dx, _sum_to(dthreshold, threshold), jnp.zeros_like(bandwidth)
+    dthreshold = -jnp.sum((threshold / bandwidth) * _rectangle((x - threshold) / bandwidth) * g, axis=0)
+    return dx, dthreshold, jnp.zeros_like(bandwidth)
 
 
 _jumprelu.defvjp(_jumprelu_fwd, _jumprelu_bwd)
@@ -264,36 +268,37 @@ def _step_fwd(x, threshold, bandwidth):
 
 def _step_bwd(saved, g):
     x, threshold, bandwidth = saved
-    dthreshold = -(1.0 / bandwidth) * _rectangle((x - threshold) / bandwidth) * g
-    return jnp.zeros_like(x), _sum_to(dthreshold, threshold), jnp.zeros_like(bandwidth)
+    dthreshold = -jnp.sum((1.0 / bandwidth) * _rectangle((x - threshold) / bandwidth) * g, axis=0)
+    return jnp.zeros_like(x), dthreshold, jnp.zeros_like(bandwidth)
 
 
 _step.defvjp(_step_fwd, _step_bwd)
 
 
-def _sum_to(grad, like):
-    return grad.reshape(-1, *like.shape).sum(0) if grad.shape != like.shape else grad
-
-
 class _Trainee(eqx.Module):
-    """What the loop trains: the SAE's arrays and JumpReLU's log-threshold, plus two running statistics updated by
-    the optimiser from pseudo-gradients the loss emits (`idle`, steps since each latent last fired; `running`,
-    BatchTopK's threshold estimate)."""
+    """What the loop trains: the SAE's arrays (JumpReLU's threshold among them), plus running statistics that the
+    optimiser sets from pseudo-gradients emitted by the loss: `idle` (steps since each latent last fired), `fired`
+    (how often each latent fired) and `running` (BatchTopK's threshold estimate)."""
 
     sae: SparseAutoencoder
-    log_threshold: Array | None
     idle: Array
+    fired: Array
     running: Array
 
 
 def _through(value, carried):
-    """`value` unchanged, with the gradient `carried` flowing to it: `carried` reaches the optimiser as the
+    """Zero, with the gradient `carried` with respect to `value`: `carried` reaches the optimiser as the
     pseudo-gradient of `value`'s leaf."""
     return jnp.vdot(value, jax.lax.stop_gradient(carried)) - jax.lax.stop_gradient(jnp.vdot(value, carried))
 
 
 def _ramp(step, warm_up: int):
+    """SAELens's coefficient warm-up: `(step + 1) / warm_up` for the first `warm_up` steps, then 1."""
     return 1.0 if warm_up == 0 else jnp.minimum(1.0, (step + 1.0) / warm_up)
+
+
+def _rescaled(config: SAEConfig) -> bool:
+    return config.architecture in ("topk", "batchtopk") and config.rescale_acts_by_decoder_norm
 
 
 def _sae_loss(config: SAEConfig):
@@ -304,6 +309,9 @@ def _sae_loss(config: SAEConfig):
         sae = trainee.sae
         pre = sae.pre_activations(x)
         dead = trainee.idle > config.dead_feature_window
+        norms = jnp.linalg.norm(sae.W_dec, axis=-1)
+        if _rescaled(config):
+            pre = pre * norms
         if config.architecture == "relu":
             latents = jax.nn.relu(pre)
         elif config.architecture == "topk":
@@ -314,57 +322,57 @@ def _sae_loss(config: SAEConfig):
             _, index = jax.lax.top_k(flat, config.k * x.shape[0])
             latents = jnp.zeros_like(flat).at[index].set(flat[index]).reshape(acts.shape)
         else:
-            threshold = jnp.exp(trainee.log_threshold)
-            latents = _jumprelu(jax.nn.relu(pre), threshold, jnp.float32(config.jumprelu_bandwidth))
-        x_hat = sae.decode(latents)
+            latents = _jumprelu(pre, sae.threshold, jnp.float32(config.jumprelu_bandwidth))
+        decoder = sae.W_dec / norms[:, None] if _rescaled(config) else sae.W_dec
+        x_hat = latents @ decoder + sae.b_dec
         mse = jnp.mean(jnp.sum((x_hat - x) ** 2, axis=-1))
-        fired = jnp.any(latents > 0, axis=0).astype(jnp.float32)
         metrics = {}
         if config.architecture == "relu":
-            weighted = latents * jnp.linalg.norm(sae.W_dec, axis=-1)
-            penalty = jnp.mean(jnp.linalg.norm(weighted, ord=config.lp_norm, axis=-1))
+            penalty = jnp.mean(jnp.linalg.norm(latents * norms, ord=config.lp_norm, axis=-1))
             sparsity = config.l1_coefficient * _ramp(step, config.l1_warm_up_steps) * penalty
             metrics["l1_loss"] = sparsity
         elif config.architecture == "jumprelu":
-            l0 = jnp.sum(_step(pre, threshold, jnp.float32(config.jumprelu_bandwidth)), axis=-1)
+            l0 = jnp.sum(_step(pre, sae.threshold, jnp.float32(config.jumprelu_bandwidth)), axis=-1)
             sparsity = config.l0_coefficient * _ramp(step, config.l0_warm_up_steps) * jnp.mean(l0)
             metrics["l0_loss"] = sparsity
         else:
-            sparsity = _auxk_loss(config, sae, x, x_hat, pre, dead)
-            metrics["auxiliary_loss"] = sparsity
-        running = jnp.float32(0.0)
+            sparsity = _auxk_loss(config, decoder, x, x_hat, pre, dead)
+            metrics["auxiliary_reconstruction_loss"] = sparsity
+        active = (latents != 0).astype(jnp.float32)
+        statistics = _through(trainee.idle, jnp.max(active, axis=0)) + _through(trainee.fired, jnp.sum(active, 0))
         if config.architecture == "batchtopk":
             smallest = jnp.min(jnp.where(latents > 0, latents, jnp.inf))
-            running = _through(trainee.running, jnp.where(jnp.isfinite(smallest), smallest, trainee.running))
-        loss = mse + sparsity + _through(trainee.idle, fired) + running
-        total = jnp.sum((x - jnp.mean(x, axis=0)) ** 2)
+            statistics += _through(trainee.running, jnp.where(jnp.isfinite(smallest), smallest, trainee.running))
+        x_mean = jnp.mean(x, axis=0)
         metrics |= {
             "mse_loss": mse,
-            "l0": jnp.mean(jnp.sum(latents > 0, axis=-1).astype(jnp.float32)),
-            "explained_variance": 1.0 - jnp.sum((x - x_hat) ** 2) / total,
-            "dead_fraction": jnp.mean(dead.astype(jnp.float32)),
+            "l0": jnp.mean(jnp.sum(active, axis=-1)),
+            "explained_variance": 1.0 - jnp.sum((x - x_hat) ** 2) / jnp.sum((x - x_mean) ** 2),
+            "dead_features": jnp.sum(dead),
         }
-        return loss, metrics
+        return mse + sparsity + statistics, metrics
 
     return loss_fn
 
 
-def _auxk_loss(config, sae, x, x_hat, pre, dead):
-    """TopK's AuxK loss: the residual reconstructed from the top `d_in // 2` dead latents' pre-activations."""
+def _auxk_loss(config, decoder, x, x_hat, pre, dead):
+    """TopK's AuxK loss: the residual `x - x_hat` reconstructed (without `b_dec`) from the pre-activations of the
+    top `d_in // 2` dead latents, scaled by `min(dead / (d_in // 2), 1)`."""
     k_aux = min(config.d_in // 2, config.d_sae)
     dead_count = jnp.sum(dead)
-    scale = jnp.minimum(dead_count / k_aux, 1.0)
     values, index = jax.lax.top_k(jnp.where(dead, pre, -jnp.inf), k_aux)
     values = jnp.where(jnp.arange(k_aux) < dead_count, values, 0.0)
     latents = jnp.put_along_axis(jnp.zeros_like(pre), index, values, axis=-1, inplace=False)
     residual = jax.lax.stop_gradient(x - x_hat)
-    error = jnp.mean(jnp.sum((sae.decode(latents) - residual) ** 2, axis=-1))
+    error = jnp.mean(jnp.sum((latents @ decoder - residual) ** 2, axis=-1))
+    scale = jnp.minimum(dead_count / k_aux, 1.0)
     return jnp.where(dead_count > 0, config.aux_coefficient * scale * error, 0.0)
 
 
 def _schedule(config: SAEConfig, steps: int):
-    lr = config.learning_rate
-    warm, decay = config.lr_warm_up_steps, config.lr_decay_steps
+    """The learning rate at each step: a linear warm-up from `lr / warm_up`, constant, and a linear decay to 0 over
+    the last `lr_decay_steps` steps."""
+    lr, warm, decay = config.learning_rate, config.lr_warm_up_steps, config.lr_decay_steps
 
     def schedule(count):
         factor = jnp.float32(1.0)
@@ -378,34 +386,35 @@ def _schedule(config: SAEConfig, steps: int):
 
 
 def _optimiser(config: SAEConfig, steps: int) -> optax.GradientTransformation:
-    """Adam on the SAE's learned arrays (after removing each decoder row's parallel gradient and clipping, when
-    asked), the decoder renormalised after each update, and the running statistics set from their
-    pseudo-gradients."""
+    """Adam on the SAE's arrays after clipping their gradient's global norm (and, with `normalise_decoder`, after
+    removing each decoder row's gradient along the row, and rescaling the rows after the update); JumpReLU's
+    threshold kept non-negative; the running statistics set from their pseudo-gradients."""
     parts = [] if config.max_grad_norm is None else [optax.clip_by_global_norm(config.max_grad_norm)]
     adam = optax.chain(*parts, optax.adam(_schedule(config, steps), config.adam_beta1, config.adam_beta2))
 
-    def learned(tree):
-        return tree.sae, tree.log_threshold
-
     def init(params):
-        return adam.init(learned(params))
+        return adam.init(params.sae)
 
     def update(grads, state, params):
-        sae_grads, log_grads = learned(grads)
-        W = params.sae.W_dec
+        sae_grads, W = grads.sae, params.sae.W_dec
         if config.normalise_decoder:
             along = jnp.sum(sae_grads.W_dec * W, axis=-1, keepdims=True) / jnp.sum(W * W, axis=-1, keepdims=True)
             sae_grads = eqx.tree_at(lambda s: s.W_dec, sae_grads, sae_grads.W_dec - along * W)
-        (sae_updates, log_updates), state = adam.update((sae_grads, log_grads), state, learned(params))
+        sae_updates, state = adam.update(sae_grads, state, params.sae)
         if config.normalise_decoder:
             new = W + sae_updates.W_dec
-            new = new / jnp.linalg.norm(new, axis=-1, keepdims=True)
-            sae_updates = eqx.tree_at(lambda s: s.W_dec, sae_updates, new - W)
+            sae_updates = eqx.tree_at(
+                lambda s: s.W_dec, sae_updates, new / jnp.linalg.norm(new, axis=-1, keepdims=True) - W
+            )
+        if config.architecture == "jumprelu":
+            threshold = params.sae.threshold
+            new = jnp.maximum(threshold + sae_updates.threshold, 0.0)
+            sae_updates = eqx.tree_at(lambda s: s.threshold, sae_updates, new - threshold)
         idle = jnp.where(grads.idle > 0, 0.0, params.idle + 1.0) - params.idle
         running = config.batchtopk_threshold_lr * (grads.running - params.running)
         if config.architecture != "batchtopk":
             running = jnp.zeros_like(running)
-        return _Trainee(sae_updates, log_updates, idle, running), state
+        return _Trainee(sae_updates, idle, grads.fired, running), state
 
     return optax.GradientTransformation(init, update)
 
@@ -417,10 +426,12 @@ def _stream(batches, config: SAEConfig, key) -> Callable[[int], Any]:
         data = jnp.asarray(batches, jnp.float32)
         if data.ndim != 2 or data.shape[1] != config.d_in:
             raise ValueError(f"train_sae: activations must be [n, {config.d_in}], got shape {data.shape}")
+        if not bool(jnp.all(jnp.isfinite(data))):
+            raise ValueError("train_sae: the activations have NaN or infinite values")
         draw = minibatches(data, config.batch_size, key=key)
         return lambda step: (draw(step), np.float32(step))
     iterator = iter(batches)
-    shape = [None]
+    first = []
 
     def next_batch(step):
         try:
@@ -430,11 +441,12 @@ def _stream(batches, config: SAEConfig, key) -> Callable[[int], Any]:
         x = jnp.asarray(x, jnp.float32)
         if x.ndim != 2 or x.shape[1] != config.d_in:
             raise ValueError(f"train_sae: batch {step} must be [batch, {config.d_in}], got shape {x.shape}")
-        if shape[0] is not None and x.shape != shape[0]:
-            raise ValueError(f"train_sae: batch {step} has shape {x.shape}, unlike the first batch's {shape[0]}")
-        shape[0] = x.shape
-        if step == 0 and not bool(jnp.all(jnp.isfinite(x))):
-            raise ValueError("train_sae: the first batch has NaN or infinite values")
+        if first and x.shape != first[0]:
+            raise ValueError(f"train_sae: batch {step} has shape {x.shape}, unlike the first batch's {first[0]}")
+        if not first:
+            first.append(x.shape)
+            if not bool(jnp.all(jnp.isfinite(x))):
+                raise ValueError("train_sae: the first batch has NaN or infinite values")
         return x, np.float32(step)
 
     return next_batch
@@ -450,8 +462,8 @@ def train_sae(
     checkpoint: Any = None,
     progress: bool = True,
 ) -> tuple[SparseAutoencoder, dict[str, Any]]:
-    """Train a sparse autoencoder on activations with `jaxinterp.train` (one jitted step: loss, gradient, Adam,
-    decoder constraint and running statistics).
+    """Train a sparse autoencoder on activations with `jaxinterp.train`: one jitted step takes the loss, its
+    gradient, the clipped Adam update, the decoder constraint and the running statistics.
 
     **Arguments:**
 
@@ -459,20 +471,25 @@ def train_sae(
       step, or an iterable of float arrays `[batch, d_in]` of one shape, one per step, taken in order (e.g. an
       activation store's shuffled chunks).
     - `config`: an `SAEConfig`.
-    - `key`: a JAX PRNG key (the initialisation, the minibatches).
+    - `key`: a JAX PRNG key (the initialisation and the minibatches).
     - `steps`: optimiser steps.
     - `sae`: the SAE to start from (default: `init_sae(config, key=...)`).
-    - `checkpoint`: a file to save to and resume from (see `jaxinterp.train`; an iterable of batches restarts from
-      its first batch on resume).
+    - `checkpoint`: a file to save to and resume from (see `jaxinterp.train`; an iterable of batches starts again
+      from its first batch on resume).
     - `progress`: show a progress bar.
 
-    **Returns:** `(sae, history)`: the trained `SparseAutoencoder` (BatchTopK's with its running threshold, which
-    is what its `encode` uses) and the loop's history: per step `loss`, `mse_loss` (squared error summed over
-    `d_in`, mean over the batch), the sparsity term (`l1_loss`, `l0_loss` or `auxiliary_loss`), `l0`,
-    `explained_variance` and `dead_fraction`, plus `wall_time_s`, `first_step_s` and `tokens_per_s`.
+    **Returns:** `(sae, history)`. The trained `SparseAutoencoder`, in inference form as SAELens saves it: TopK's
+    and BatchTopK's decoder norms folded into the encoder when trained with `rescale_acts_by_decoder_norm`, and
+    BatchTopK's running threshold as the threshold of every latent (BatchTopK SAEs encode as JumpReLU SAEs). The
+    loop's history: per step `loss`, `mse_loss` (squared error summed over `d_in`, mean over the batch), the
+    sparsity term (`l1_loss`, `l0_loss` or `auxiliary_reconstruction_loss`), `l0`, `explained_variance` and
+    `dead_features`; then `feature_sparsity` (each latent's firing frequency over the run, `[d_sae]`, what SAELens
+    writes, as a log10, to `sparsity.safetensors`), `tokens`, `wall_time_s`, `first_step_s` and `tokens_per_s`.
     """
     if not isinstance(config, SAEConfig):
         raise TypeError(f"train_sae: config must be an SAEConfig, got {type(config).__name__}")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"train_sae: steps must be a positive integer, got {steps!r}")
     init_key, batch_key, train_key = jr.split(key, 3)
     if sae is None:
         sae = init_sae(config, key=init_key)
@@ -481,16 +498,11 @@ def train_sae(
             f"train_sae: the SAE given is a {sae.architecture} SAE of shape {(sae.d_in, sae.d_sae)}, but the "
             f"config asks for a {config.architecture} SAE of shape {(config.d_in, config.d_sae)}"
         )
-    log_threshold = None
-    if config.architecture == "jumprelu":
-        log_threshold = jnp.log(sae.threshold)
-    running = jnp.max(sae.threshold) if config.architecture == "batchtopk" else jnp.float32(0.0)
-    trainee = _Trainee(
-        eqx.tree_at(lambda s: s.threshold, sae, None, is_leaf=lambda v: v is None),
-        log_threshold,
-        jnp.zeros((config.d_sae,), jnp.float32),
-        jnp.asarray(running, jnp.float32),
-    )
+    running = jnp.max(sae.threshold) if config.architecture == "batchtopk" else 0.0
+    if config.architecture != "jumprelu":
+        sae = eqx.tree_at(lambda s: s.threshold, sae, None, is_leaf=lambda v: v is None)
+    zeros = jnp.zeros((config.d_sae,), jnp.float32)
+    trainee = _Trainee(sae, zeros, zeros, jnp.asarray(running, jnp.float32))
     stream = _stream(batches, config, batch_key)
     seen = [0]
 
@@ -511,6 +523,8 @@ def train_sae(
         description=f"{config.architecture} SAE",
         progress=progress,
     )
+    history["feature_sparsity"] = np.asarray(trainee.fired) / max(seen[0], 1)
+    history["tokens"] = seen[0]
     history["tokens_per_s"] = seen[0] / max(history["wall_time_s"], 1e-9)
     return _finished(trainee, config), history
 
@@ -536,12 +550,18 @@ def _cached_optimiser(config: SAEConfig, steps: int) -> optax.GradientTransforma
 
 
 def _finished(trainee: _Trainee, config: SAEConfig) -> SparseAutoencoder:
-    threshold = None
-    if config.architecture == "jumprelu":
-        threshold = jnp.exp(trainee.log_threshold)
-    elif config.architecture == "batchtopk":
+    sae = trainee.sae
+    if _rescaled(config):
+        norms = jnp.maximum(jnp.linalg.norm(sae.W_dec, axis=-1), 1e-8)
+        sae = eqx.tree_at(
+            lambda s: (s.W_enc, s.b_enc, s.W_dec),
+            sae,
+            (sae.W_enc * norms, sae.b_enc * norms, sae.W_dec / norms[:, None]),
+        )
+    if config.architecture == "batchtopk":
         threshold = jnp.full((config.d_sae,), trainee.running, jnp.float32)
-    return eqx.tree_at(lambda s: s.threshold, trainee.sae, threshold, is_leaf=lambda v: v is None)
+        sae = eqx.tree_at(lambda s: s.threshold, sae, threshold, is_leaf=lambda v: v is None)
+    return sae
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -552,17 +572,17 @@ def _finished(trainee: _Trainee, config: SAEConfig) -> SparseAutoencoder:
 def _reconstruction_sums(sae: SparseAutoencoder, x: Array):
     latents = sae.encode(x)
     x_hat = sae.decode(latents)
-    error = jnp.sum((x - x_hat) ** 2, axis=-1)
     norm_in = jnp.linalg.norm(x, axis=-1)
     norm_out = jnp.linalg.norm(x_hat, axis=-1)
-    cosine = jnp.sum(x * x_hat, axis=-1) / jnp.maximum(norm_in * norm_out, 1e-8)
+    active = latents != 0
     return {
-        "l0": jnp.sum((latents > 0).astype(jnp.float32), axis=-1),
+        "l0": jnp.sum(active.astype(jnp.float32), axis=-1),
         "l1": jnp.sum(jnp.abs(latents), axis=-1),
-        "error": error,
-        "cosine": cosine,
-        "l2_ratio": norm_out / jnp.maximum(norm_in, 1e-8),
-        "fired": jnp.any(latents > 0, axis=0),
+        "error": jnp.sum((x - x_hat) ** 2, axis=-1),
+        "cosine": jnp.sum(x * x_hat, axis=-1) / jnp.where(norm_in * norm_out > 0, norm_in * norm_out, 1.0),
+        "l2_ratio": norm_out / jnp.where(norm_in < 1e-4, 1.0, norm_in),
+        "squared_norm": norm_in**2,
+        "active": jnp.sum(active.astype(jnp.float32), axis=0),
     }
 
 
@@ -582,12 +602,15 @@ def sae_metrics(
     Reconstruction, over the activations given (or, with `model`, those captured at `site` over the unmasked
     tokens):
 
-    - `l0`, `l1`: the mean number of active latents per input, and the mean sum of their values;
-    - `mse`: the mean squared error per element, `mean((x - x_hat)^2)`;
-    - `explained_variance`: `1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2` (sums over inputs; the mean over the
-      inputs given);
-    - `cosine`: the mean cosine similarity of `x` and `x_hat`; `l2_ratio`: the mean `||x_hat|| / ||x||`;
-    - `dead_fraction`: the fraction of latents that never fire on these inputs.
+    - `l0`, `l1`: the mean number of non-zero latents per input, and the mean sum of their absolute values;
+    - `mse`: the mean over inputs of the squared error summed over `d_in`, `mean ||x - x_hat||^2`;
+    - `explained_variance`: `1 - mse / (mean ||x||^2 - ||mean x||^2)` (1 or 0 for inputs without variance, as the
+      error is zero or not);
+    - `cosine`: the mean cosine similarity of `x` and `x_hat` (0 where either is zero, where SAELens's is NaN);
+      `l2_ratio`: the mean `||x_hat|| / ||x||` (inputs of
+      norm below 1e-4 divided by 1);
+    - `dead_fraction`: the fraction of latents that never fire on these inputs; `feature_density`: each latent's
+      firing frequency, a float64 array `[d_sae]`.
 
     With `model`, `site` and `tokens` also the downstream metrics: `ce_loss_clean`, `ce_loss_with_sae` and
     `ce_loss_with_ablation` (mean next-token cross-entropy with the site as it is, replaced by its reconstruction
@@ -605,7 +628,7 @@ def sae_metrics(
     - `forward`: `forward(model, tokens)` for one text instead of `model(tokens)`.
     - `batch_size`: inputs per compiled call for the reconstruction metrics.
 
-    **Returns:** a dict of floats.
+    **Returns:** a dict of floats (and the `feature_density` array).
     """
     if not isinstance(sae, SparseAutoencoder):
         raise TypeError(f"sae_metrics: sae must be a SparseAutoencoder, got {type(sae).__name__}")
@@ -626,24 +649,29 @@ def sae_metrics(
         raise ValueError("sae_metrics: no activations")
     if not np.all(np.isfinite(x)):
         raise ValueError("sae_metrics: the activations have NaN or infinite values")
-    sums = {name: 0.0 for name in ("l0", "l1", "error", "cosine", "l2_ratio")}
-    fired = np.zeros(sae.d_sae, bool)
-    mean = x.mean(0, dtype=np.float64)
-    total = float(np.sum((x - mean) ** 2, dtype=np.float64))
+    sums = dict.fromkeys(("l0", "l1", "error", "cosine", "l2_ratio", "squared_norm"), 0.0)
+    active = np.zeros(sae.d_sae)
     for start in range(0, x.shape[0], batch_size):
-        chunk = _reconstruction_sums(sae, jnp.asarray(x[start : start + batch_size]))
+        chunk = jax.device_get(_reconstruction_sums(sae, jnp.asarray(x[start : start + batch_size])))
         for name in sums:
             sums[name] += float(np.sum(np.asarray(chunk[name], np.float64)))
-        fired |= np.asarray(chunk["fired"])
+        active += np.asarray(chunk["active"], np.float64)
     n = x.shape[0]
+    mse = sums["error"] / n
+    variance = sums["squared_norm"] / n - float(np.sum(x.mean(0, dtype=np.float64) ** 2))
+    if variance < 1e-10:
+        explained = 1.0 if mse < 1e-10 else 0.0
+    else:
+        explained = 1.0 - mse / variance
     metrics = {
         "l0": sums["l0"] / n,
         "l1": sums["l1"] / n,
-        "mse": sums["error"] / (n * sae.d_in),
-        "explained_variance": 1.0 - sums["error"] / total if total > 0 else float("nan"),
+        "mse": mse,
+        "explained_variance": explained,
         "cosine": sums["cosine"] / n,
         "l2_ratio": sums["l2_ratio"] / n,
-        "dead_fraction": float(np.mean(~fired)),
+        "dead_fraction": float(np.mean(active == 0)),
+        "feature_density": active / n,
     }
     return metrics | downstream
 
@@ -696,7 +724,7 @@ def _spliced_losses(sae, model, forward, site, tokens, mask):
         return sae(flat).reshape(value.shape)
 
     with_sae = intervene(lambda m, t: forward(m, t), {site: reconstruct})(model, tokens)
-    ablated = intervene(lambda m, t: forward(m, t), {site: jnp.zeros_like})(model, tokens)
+    ablated = intervene(lambda m, t: forward(m, t), {site: lambda value: jnp.zeros_like(value)})(model, tokens)
     targets = tokens[1:]
     valid = (mask[1:] & mask[:-1]).astype(jnp.float32)
     clean_log = jax.nn.log_softmax(logits[:-1].astype(jnp.float32), axis=-1)
