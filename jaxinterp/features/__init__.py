@@ -6,6 +6,12 @@ from .clustering import Clusters as Clusters
 from .clustering import kmeans as kmeans
 from .directions import diff_in_means as diff_in_means
 from .directions import mean_pool as mean_pool
+from .feature_cards import FeatureCard as FeatureCard
+from .feature_cards import FeatureContext as FeatureContext
+from .feature_cards import feature_card_html as feature_card_html
+from .feature_cards import feature_cards as feature_cards
+from .feature_cards import feature_density as feature_density
+from .feature_cards import write_feature_card as write_feature_card
 from .probes import Probe as Probe
 from .probes import fit_probe as fit_probe
 from .probes import probe_accuracy as probe_accuracy
@@ -17,6 +23,9 @@ from .sae import head_attribution as head_attribution
 from .sae import init_sae as init_sae
 from .sae import sae_metrics as sae_metrics
 from .sae import train_sae as train_sae
+from .sae_format import SAELENS_FORMAT_VERSION as SAELENS_FORMAT_VERSION
+from .sae_format import load_saelens as load_saelens
+from .sae_format import save_saelens as save_saelens
 from .skills import SkillBasis as SkillBasis
 from .skills import select_along as select_along
 from .skills import select_for_coverage as select_for_coverage

@@ -19,7 +19,7 @@ from .sae import SparseAutoencoder
 
 
 @dataclasses.dataclass(frozen=True)
-class Context:
+class FeatureContext:
     """One context of a feature: the text (row of the token array), the position, the activation there, and the
     tokens shown (`before`, the token `at` the position, `after`) as strings."""
 
@@ -47,8 +47,8 @@ class FeatureCard:
     feature: int
     site: str
     density: float
-    top: tuple[Context, ...]
-    quantiles: tuple[tuple[Context, ...], ...]
+    top: tuple[FeatureContext, ...]
+    quantiles: tuple[tuple[FeatureContext, ...], ...]
     promoted: tuple[tuple[str, float], ...]
     suppressed: tuple[tuple[str, float], ...]
 
@@ -113,7 +113,7 @@ def feature_cards(
         ids_before, id_at, ids_after = context_window(
             tokens, mask, int(text), int(position), before=before, after=after
         )
-        return Context(
+        return FeatureContext(
             int(text), int(position), float(value),
             tuple(decode(i) for i in ids_before), decode(id_at), tuple(decode(i) for i in ids_after),
         )  # fmt: skip
@@ -171,7 +171,7 @@ def _token(text: str, opacity: float, **data) -> str:
     )
 
 
-def _context_line(item: Context, scale: float, kind: str) -> str:
+def _context_line(item: FeatureContext, scale: float, kind: str) -> str:
     opacity = min(max(item.activation, 0.0) / scale, 1.0) if scale > 0 else 0.0
     pieces = [html.escape("".join(item.before)), _token(item.at, opacity, activation=repr(item.activation))]
     pieces.append(html.escape("".join(item.after)))
