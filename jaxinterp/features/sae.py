@@ -624,7 +624,10 @@ def sae_metrics(
     - `activations`: float `[n, d_in]` (or anything `[..., d_in]`); needed unless `model` is given.
     - `model`, `site`: a model `model(tokens) -> logits [seq, vocab]` for one text and the name of the site the
       SAE reads (its value for one text `[seq, d_in]`, or `[seq, ...]` flattened to `d_in`, e.g. `z` over heads).
-    - `tokens`, `mask`: int `[texts, seq]` and bool `[texts, seq]` (False for padding; all True when None).
+    - `tokens`, `mask`: int `[texts, seq]` and bool `[texts, seq]` (all True when None). Masked positions (padding,
+      or positions to leave alone, such as a first token whose residual is an outlier) are neither spliced nor
+      counted: the reconstruction metrics use the unmasked positions, the losses the targets whose position and
+      previous position are unmasked.
     - `forward`: `forward(model, tokens)` for one text instead of `model(tokens)`.
     - `batch_size`: inputs per compiled call for the reconstruction metrics.
 
@@ -721,10 +724,13 @@ def _spliced_losses(sae, model, forward, site, tokens, mask):
                 f"sae_metrics: the site {site!r} has shape {value.shape}, which does not flatten to [seq, {sae.d_in}]"
             )
         flat = value.reshape(value.shape[0], -1)
-        return sae(flat).reshape(value.shape)
+        return _where_unmasked(mask, sae(flat).reshape(value.shape), value)
+
+    def zero(value):
+        return _where_unmasked(mask, jnp.zeros_like(value), value)
 
     with_sae = intervene(lambda m, t: forward(m, t), {site: reconstruct})(model, tokens)
-    ablated = intervene(lambda m, t: forward(m, t), {site: lambda value: jnp.zeros_like(value)})(model, tokens)
+    ablated = intervene(lambda m, t: forward(m, t), {site: zero})(model, tokens)
     targets = tokens[1:]
     valid = (mask[1:] & mask[:-1]).astype(jnp.float32)
     clean_log = jax.nn.log_softmax(logits[:-1].astype(jnp.float32), axis=-1)
@@ -740,6 +746,10 @@ def _spliced_losses(sae, model, forward, site, tokens, mask):
     ablated_ce, ablated_kl = ce_and_kl(ablated)
     values = jnp.stack([clean, sae_ce, ablated_ce, sae_kl, ablated_kl, jnp.sum(valid)])
     return values, records[site]
+
+
+def _where_unmasked(mask, new, old):
+    return jnp.where(mask.reshape(mask.shape + (1,) * (new.ndim - 1)), new, old)
 
 
 def head_attribution(sae: SparseAutoencoder, n_heads: int) -> Float[np.ndarray, "d_sae n_heads"]:

@@ -58,7 +58,7 @@ def test_feature_card_lists_top_contexts_logits_and_density_and_renders_in_chrom
     logits = np.asarray((W_dec[3] * model.ln_final.weight) @ model.token_embed.T)
     np.testing.assert_allclose([v for _, v in card.promoted], np.sort(logits)[::-1][:3], rtol=1e-5)
     np.testing.assert_allclose([v for _, v in card.suppressed], np.sort(logits)[:3], rtol=1e-5)
-    assert [t for t, _ in card.promoted][0] == f"t{int(np.argmax(logits))} "
+    assert card.promoted[0][0] == f"t{int(np.argmax(logits))} "
 
     page = features.feature_card_html(card)
     parsed = _Card()
