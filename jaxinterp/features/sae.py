@@ -286,10 +286,22 @@ class _Trainee(eqx.Module):
     running: Array
 
 
+@jax.custom_vjp
 def _through(value, carried):
-    """Zero, with the gradient `carried` with respect to `value`: `carried` reaches the optimiser as the
+    """Zero, whose gradient with respect to `value` is `carried`: `carried` reaches the optimiser as the
     pseudo-gradient of `value`'s leaf."""
-    return jnp.vdot(value, jax.lax.stop_gradient(carried)) - jax.lax.stop_gradient(jnp.vdot(value, carried))
+    return jnp.zeros((), value.dtype)
+
+
+def _through_fwd(value, carried):
+    return _through(value, carried), carried
+
+
+def _through_bwd(carried, g):
+    return g * carried, jnp.zeros_like(carried)
+
+
+_through.defvjp(_through_fwd, _through_bwd)
 
 
 def _ramp(step, warm_up: int):
@@ -686,7 +698,7 @@ def _downstream(sae, model, site, tokens, mask, forward):
     mask = np.ones(tokens.shape, bool) if mask is None else np.asarray(mask, bool)
     if mask.shape != tokens.shape:
         raise ValueError(f"sae_metrics: mask has shape {mask.shape}, tokens {tokens.shape}")
-    forward = (lambda m, t: m(t)) if forward is None else forward
+    forward = _call if forward is None else forward
     sums = np.zeros(6)
     captured = []
     for text in range(tokens.shape[0]):
@@ -710,11 +722,15 @@ def _downstream(sae, model, site, tokens, mask, forward):
     return metrics, np.concatenate(captured)
 
 
+def _call(model, tokens):
+    return model(tokens)
+
+
 @eqx.filter_jit
 def _spliced_losses(sae, model, forward, site, tokens, mask):
     """For one text: the summed next-token cross-entropies (clean, SAE spliced in, site zeroed), the summed KL
     divergences of the clean distribution from the two spliced ones, the number of targets, and the site's value."""
-    logits, records = capture(lambda m, t: forward(m, t), site)(model, tokens)
+    logits, records = capture(forward, site)(model, tokens)
     if site not in records:
         raise ValueError(f"sae_metrics: the site {site!r} was not captured; use an exact site name")
 
@@ -729,8 +745,8 @@ def _spliced_losses(sae, model, forward, site, tokens, mask):
     def zero(value):
         return _where_unmasked(mask, jnp.zeros_like(value), value)
 
-    with_sae = intervene(lambda m, t: forward(m, t), {site: reconstruct})(model, tokens)
-    ablated = intervene(lambda m, t: forward(m, t), {site: zero})(model, tokens)
+    with_sae = intervene(forward, {site: reconstruct})(model, tokens)
+    ablated = intervene(forward, {site: zero})(model, tokens)
     targets = tokens[1:]
     valid = (mask[1:] & mask[:-1]).astype(jnp.float32)
     clean_log = jax.nn.log_softmax(logits[:-1].astype(jnp.float32), axis=-1)
