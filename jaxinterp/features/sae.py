@@ -324,6 +324,7 @@ def _sae_loss(config: SAEConfig):
         norms = jnp.linalg.norm(sae.W_dec, axis=-1)
         if _rescaled(config):
             pre = pre * norms
+        decoder = sae.W_dec / norms[:, None] if _rescaled(config) else sae.W_dec
         if config.architecture == "relu":
             latents = jax.nn.relu(pre)
         elif config.architecture == "topk":
@@ -335,8 +336,10 @@ def _sae_loss(config: SAEConfig):
             latents = jnp.zeros_like(flat).at[index].set(flat[index]).reshape(acts.shape)
         else:
             latents = _jumprelu(pre, sae.threshold, jnp.float32(config.jumprelu_bandwidth))
-        decoder = sae.W_dec / norms[:, None] if _rescaled(config) else sae.W_dec
         x_hat = latents @ decoder + sae.b_dec
+        on = (latents != 0).astype(jnp.float32)
+        counts = jnp.sum(on, axis=0)
+        l0 = jnp.mean(jnp.sum(on, axis=-1))
         mse = jnp.mean(jnp.sum((x_hat - x) ** 2, axis=-1))
         metrics = {}
         if config.architecture == "relu":
@@ -344,21 +347,20 @@ def _sae_loss(config: SAEConfig):
             sparsity = config.l1_coefficient * _ramp(step, config.l1_warm_up_steps) * penalty
             metrics["l1_loss"] = sparsity
         elif config.architecture == "jumprelu":
-            l0 = jnp.sum(_step(pre, sae.threshold, jnp.float32(config.jumprelu_bandwidth)), axis=-1)
-            sparsity = config.l0_coefficient * _ramp(step, config.l0_warm_up_steps) * jnp.mean(l0)
+            l0_step = jnp.sum(_step(pre, sae.threshold, jnp.float32(config.jumprelu_bandwidth)), axis=-1)
+            sparsity = config.l0_coefficient * _ramp(step, config.l0_warm_up_steps) * jnp.mean(l0_step)
             metrics["l0_loss"] = sparsity
         else:
             sparsity = _auxk_loss(config, decoder, x, x_hat, pre, dead)
             metrics["auxiliary_reconstruction_loss"] = sparsity
-        active = (latents != 0).astype(jnp.float32)
-        statistics = _through(trainee.idle, jnp.max(active, axis=0)) + _through(trainee.fired, jnp.sum(active, 0))
+        statistics = _through(trainee.idle, (counts > 0).astype(jnp.float32)) + _through(trainee.fired, counts)
         if config.architecture == "batchtopk":
             smallest = jnp.min(jnp.where(latents > 0, latents, jnp.inf))
             statistics += _through(trainee.running, jnp.where(jnp.isfinite(smallest), smallest, trainee.running))
         x_mean = jnp.mean(x, axis=0)
         metrics |= {
             "mse_loss": mse,
-            "l0": jnp.mean(jnp.sum(active, axis=-1)),
+            "l0": l0,
             "explained_variance": 1.0 - jnp.sum((x - x_hat) ** 2) / jnp.sum((x - x_mean) ** 2),
             "dead_features": jnp.sum(dead),
         }
@@ -369,16 +371,23 @@ def _sae_loss(config: SAEConfig):
 
 def _auxk_loss(config, decoder, x, x_hat, pre, dead):
     """TopK's AuxK loss: the residual `x - x_hat` reconstructed (without `b_dec`) from the pre-activations of the
-    top `d_in // 2` dead latents, scaled by `min(dead / (d_in // 2), 1)`."""
+    top `d_in // 2` dead latents, scaled by `min(dead / (d_in // 2), 1)`; computed only when a latent is dead."""
     k_aux = min(config.d_in // 2, config.d_sae)
     dead_count = jnp.sum(dead)
-    values, index = jax.lax.top_k(jnp.where(dead, pre, -jnp.inf), k_aux)
-    values = jnp.where(jnp.arange(k_aux) < dead_count, values, 0.0)
-    latents = jnp.put_along_axis(jnp.zeros_like(pre), index, values, axis=-1, inplace=False)
-    residual = jax.lax.stop_gradient(x - x_hat)
-    error = jnp.mean(jnp.sum((latents @ decoder - residual) ** 2, axis=-1))
-    scale = jnp.minimum(dead_count / k_aux, 1.0)
-    return jnp.where(dead_count > 0, config.aux_coefficient * scale * error, 0.0)
+
+    def loss(operands):
+        decoder, x, x_hat, pre = operands
+        values, index = jax.lax.top_k(jnp.where(dead, pre, -jnp.inf), k_aux)
+        values = jnp.where(jnp.arange(k_aux) < dead_count, values, 0.0)
+        latents = jnp.put_along_axis(jnp.zeros_like(pre), index, values, axis=-1, inplace=False)
+        residual = jax.lax.stop_gradient(x - x_hat)
+        error = jnp.mean(jnp.sum((latents @ decoder - residual) ** 2, axis=-1))
+        return config.aux_coefficient * jnp.minimum(dead_count / k_aux, 1.0) * error
+
+    def nothing(operands):
+        return jnp.zeros((), pre.dtype)
+
+    return jax.lax.cond(dead_count > 0, loss, nothing, (decoder, x, x_hat, pre))
 
 
 def _schedule(config: SAEConfig, steps: int):
