@@ -8,9 +8,8 @@
    learning rate, SAELens's defaults otherwise: decoder rows initialised at norm 0.1 with the encoder their
    transpose, `rescale_acts_by_decoder_norm`, AuxK, gradient clipping at 1) trained on the same batches in the same
    order. SAELens (`sae_training_saelens.py`, its own trainer) runs under `--saelens PYTHON`, an environment with
-   torch and sae-lens, first, then `train_sae`, one `k` after the other. Throughput is tokens per second, of
-   wall-clock and of process CPU time, over the steps after the first (which holds compilation for us, start-up
-   for SAELens).
+   torch and sae-lens, first; then `train_sae`. Throughput is tokens per second over the steps after the first
+   (which holds compilation for us, start-up for SAELens).
 3. **Quality, one evaluation for both.** SAELens's SAE is read with `load_saelens`, and both are scored by
    `sae_metrics` on the held-out texts: explained variance and L0 on their activations, and the CE-loss score
    (the reconstruction spliced in at the site with `jaxinterp.intervene`, zero ablation as the reference) and KL
@@ -57,7 +56,7 @@ class Settings:
     d_sae: int = 1536
     k: tuple[int, ...] = (32, 64)
     batch: int = 512
-    steps: int = 200
+    steps: int = 300
     learning_rate: float = 3e-4
     seed: int = 0
 
@@ -101,18 +100,10 @@ def cache_activations(model, site: str, tokens: np.ndarray, mask: np.ndarray, ba
     return np.concatenate(chunks).astype(np.float32), int(mask.sum()) / seconds
 
 
-def timed_batches(activations: np.ndarray, order: np.ndarray, cpu: list):
-    """The batches in `order`, appending the process CPU time to `cpu` as each is asked for."""
-    for index in order:
-        cpu.append(time.process_time())
-        yield activations[index]
-
-
-def run_saelens(python: str, folder: pathlib.Path, k: int) -> dict:
-    """Train SAELens's TopK SAE for `k` under `python` (its own environment). **Returns:** its record."""
-    command = [python, str(HERE / "sae_training_saelens.py"), "--folder", str(folder), "--k", str(k)]
+def run_saelens(python: str, folder: pathlib.Path) -> dict:
+    command = [python, str(HERE / "sae_training_saelens.py"), "--folder", str(folder)]
     subprocess.run(command, check=True, env={**os.environ, "PYTHONPATH": ""})
-    return json.loads((folder / f"saelens{k}.json").read_text())
+    return json.loads((folder / "saelens.json").read_text())
 
 
 def main(quick: bool = False, saelens_python: str | None = None) -> dict:
@@ -136,40 +127,32 @@ def main(quick: bool = False, saelens_python: str | None = None) -> dict:
         np.save(folder / "activations.npy", activations)
         np.save(folder / "order.npy", order)
         (folder / "settings.json").write_text(json.dumps(dataclasses.asdict(settings)))
+        theirs = {}
+        if saelens_python:
+            print("training with SAELens (its own progress follows)", file=sys.stderr, flush=True)
+            record["saelens"] = run_saelens(saelens_python, folder)
+            theirs = {k: load_saelens(folder / f"saelens_k{k}")[0] for k in settings.k}
         record["runs"] = {}
         for k in settings.k:
-            theirs = None
-            if saelens_python:
-                # SAELens first, then jaxinterp, for each k: the two runs of one k see the same machine load
-                print(f"training with SAELens, k = {k} (its own progress follows)", file=sys.stderr, flush=True)
-                anchor = run_saelens(saelens_python, folder, k)
-                record.setdefault("saelens", {k_: v for k_, v in anchor.items() if k_ != "runs"})
-                record["saelens"].setdefault("runs", {})[str(k)] = anchor["runs"][str(k)]
-                theirs = load_saelens(folder / f"saelens_k{k}")[0]
             config = SAEConfig(
                 activations.shape[1], settings.d_sae, "topk", k=k, batch_size=settings.batch,
                 learning_rate=settings.learning_rate,
             )  # fmt: skip
-            cpu = []
-            sae, history = train_sae(
-                timed_batches(activations, order, cpu), config, key=jr.key(settings.seed), steps=settings.steps
-            )
+            batches = (activations[index] for index in order)
+            sae, history = train_sae(batches, config, key=jr.key(settings.seed), steps=settings.steps)
             steady = history["wall_time_s"] - history["first_step_s"]
-            steady_cpu = time.process_time() - cpu[1]
             run = {
                 "first_step_s": history["first_step_s"],
                 "steady_tokens_per_s": (settings.steps - 1) * settings.batch / steady,
-                "steady_tokens_per_cpu_s": (settings.steps - 1) * settings.batch / steady_cpu,
                 "final_train_mse": float(history["mse_loss"][-10:].mean()),
             }
-            scored = {"jaxinterp": sae} | ({"saelens": theirs} if theirs is not None else {})
+            scored = {"jaxinterp": sae} | ({"saelens": theirs[k]} if k in theirs else {})
             for name, trained in scored.items():
                 metrics = sae_metrics(trained, model=model, site=site, tokens=eval_tokens, mask=eval_mask)
                 run[name] = {key: value for key, value in metrics.items() if key != "feature_density"}
-            if theirs is not None:
+            if "saelens" in record:
                 anchor = record["saelens"]["runs"][str(k)]
                 run["speedup"] = run["steady_tokens_per_s"] / anchor["steady_tokens_per_s"]
-                run["cpu_speedup"] = run["steady_tokens_per_cpu_s"] / anchor["steady_tokens_per_cpu_s"]
             record["runs"][str(k)] = run
     write_benchmark(NAME, record, summary_rows(record), started=started)
     return record
@@ -184,7 +167,7 @@ def summary_rows(record: dict) -> list[dict]:
             "k": k,
             "jaxinterp tokens/s": f"{run['steady_tokens_per_s']:.0f}",
             "SAELens tokens/s": f"{anchor['steady_tokens_per_s']:.0f}" if anchor else "-",
-            "speed-up, wall (CPU time)": f"{run['speedup']:.2f}x ({run['cpu_speedup']:.2f}x)" if anchor else "-",
+            "speed-up": f"{run['speedup']:.2f}x" if anchor else "-",
             "L0 (ours / SAELens)": f"{ours['l0']:.1f} / {theirs['l0']:.1f}" if theirs else f"{ours['l0']:.1f}",
             "explained variance, % (ours / SAELens)": (
                 f"{100 * ours['explained_variance']:.2f} / {100 * theirs['explained_variance']:.2f}"

@@ -3,7 +3,7 @@
 Runs in its own environment with torch and sae-lens (e.g. a venv made with `pip install torch==2.13.0` then
 `pip install sae-lens==6.54.12`), started by `sae_training.py --saelens PYTHON`:
 
-    PYTHON experiments/benchmarks/sae_training_saelens.py --folder FOLDER [--k K]
+    PYTHON experiments/benchmarks/sae_training_saelens.py --folder FOLDER
 
 `FOLDER/activations.npy` holds the training activations (float32 `[n, d_in]`), `FOLDER/order.npy` the row indices
 of every batch (int `[steps, batch]`, the order both libraries train in) and `FOLDER/settings.json` the sizes
@@ -11,8 +11,7 @@ of every batch (int `[steps, batch]`, the order both libraries train in) and `FO
 `rescale_acts_by_decoder_norm`, decoder rows initialised at norm 0.1, AuxK coefficient 1, dead window 1000), trains
 it with `SAETrainer` (Adam, gradient clipping at 1, the dead-latent statistics, as `sae_lens` trains) on the
 batches in that order, saves it with `save_inference_model` into `FOLDER/saelens_k<k>/`, and writes the timings to
-`FOLDER/saelens.json` (`saelens<K>.json` with `--k`): the first step (mostly start-up) and the rest separately, in
-wall-clock and process CPU time.
+`FOLDER/saelens.json`: the first step (mostly start-up) and the rest separately.
 """
 
 import argparse
@@ -32,21 +31,19 @@ class TimedBatches:
     """The batches in the order given, recording the time at which each is asked for (the previous step's end)."""
 
     def __init__(self, data: torch.Tensor, order: np.ndarray):
-        self.data, self.order, self.asked, self.cpu = data, order, [], []
+        self.data, self.order, self.asked = data, order, []
 
     def __iter__(self):
         for index in self.order:
             self.asked.append(time.perf_counter())
-            self.cpu.append(time.process_time())
             yield self.data[torch.from_numpy(index)]
+        self.asked.append(time.perf_counter())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", required=True, type=pathlib.Path)
-    parser.add_argument("--k", type=int, help="train this k only (default: every k of the settings)")
-    options = parser.parse_args()
-    folder = options.folder
+    folder = parser.parse_args().folder
     settings = json.loads((folder / "settings.json").read_text())
     torch.set_num_threads(os.cpu_count() or 1)
     data = torch.from_numpy(np.load(folder / "activations.npy"))
@@ -56,7 +53,7 @@ def main() -> None:
     import sae_lens
 
     out["sae_lens"] = sae_lens.__version__
-    for k in settings["k"] if options.k is None else [options.k]:
+    for k in settings["k"]:
         torch.manual_seed(settings["seed"])
         sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=data.shape[1], d_sae=settings["d_sae"], k=k))
         trainer_cfg = SAETrainerConfig(
@@ -75,7 +72,6 @@ def main() -> None:
         asked = batches.asked
         first = asked[1] - asked[0] if len(asked) > 1 else float("nan")
         rest = asked[steps - 1] - asked[1] if steps > 2 else float("nan")
-        rest_cpu = batches.cpu[steps - 1] - batches.cpu[1] if steps > 2 else float("nan")
         sae.save_inference_model(folder / f"saelens_k{k}")
         out["runs"][str(k)] = {
             "fit_s": ended - started,
@@ -83,11 +79,9 @@ def main() -> None:
             "steady_s": rest,
             "steady_steps": steps - 2,
             "steady_tokens_per_s": (steps - 2) * batch / rest,
-            "steady_cpu_s": rest_cpu,
-            "steady_tokens_per_cpu_s": (steps - 2) * batch / rest_cpu,
         }
         print(f"SAELens k={k}: {out['runs'][str(k)]['steady_tokens_per_s']:.0f} tokens/s", flush=True)
-    (folder / f"saelens{'' if options.k is None else options.k}.json").write_text(json.dumps(out, indent=2))
+    (folder / "saelens.json").write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":
