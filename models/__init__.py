@@ -20,6 +20,10 @@ from .loading import load_minilm as load_minilm
 from .loading import load_smollm2 as load_smollm2
 from .loading import sentence_embedding as sentence_embedding
 from .mlp import MLP as MLP
+from .mvpa import MVPAttention as MVPAttention
+from .mvpa import MVPFormer as MVPFormer
+from .mvpa import PatchTransformer as PatchTransformer
+from .mvpa import channel_relations as channel_relations
 from .neural_cde import NeuralCDE as NeuralCDE
 from .neural_ode import BatchedField as BatchedField
 from .neural_ode import MLPVectorField as MLPVectorField
@@ -28,6 +32,12 @@ from .neural_ode import NeuralODEClassifier as NeuralODEClassifier
 from .neural_sde import DiagonalNoiseTerm as DiagonalNoiseTerm
 from .neural_sde import DiagonalSDESolve as DiagonalSDESolve
 from .neural_sde import NeuralSDE as NeuralSDE
+from .neurbf import SIREN as SIREN
+from .neurbf import FourierFeatureMLP as FourierFeatureMLP
+from .neurbf import GridField as GridField
+from .neurbf import NeuRBF as NeuRBF
+from .neurbf import kernel_centres as kernel_centres
+from .neurbf import parameter_count as parameter_count
 from .perforated import PerforatedLinear as PerforatedLinear
 from .perforated import PerforatedMLP as PerforatedMLP
 from .rnn import GRUClassifier as GRUClassifier
