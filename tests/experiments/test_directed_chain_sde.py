@@ -2,8 +2,12 @@ import json
 import os
 import pathlib
 
+import pytest
+
 from experiments.directed_chain_sde import run
 from experiments.directed_chain_sde.config import Config
+
+pytestmark = pytest.mark.slow  # compiling the generator and the scores' GRUs takes tens of seconds
 
 
 def test_directed_chain_sde_smoke():

@@ -116,8 +116,12 @@ def test_sde_gan_gradient_penalty_enters_the_loss_is_zero_for_a_unit_gradient_cr
     sample_key, penalty_key = jax.random.split(key)
     fake = eqx.filter_jit(gan.sample)(ts, 16, key=sample_key)
     penalty = eqx.filter_jit(lambda d: gradient_penalty(d, ts, data, fake, key=penalty_key))
-    score = eqx.filter_jit(jax.vmap(gan.discriminator, in_axes=(None, 0)))
-    expected = jnp.mean(score(ts, fake)) - jnp.mean(score(ts, data)) + 10.0 * penalty(gan.discriminator)
+    score = eqx.filter_jit(lambda d, y: jax.vmap(d, in_axes=(None, 0))(ts, y))
+    expected = (
+        jnp.mean(score(gan.discriminator, fake))
+        - jnp.mean(score(gan.discriminator, data))
+        + 10.0 * penalty(gan.discriminator)
+    )
     np.testing.assert_allclose(eqx.filter_jit(gan.loss)(ts, data, key=key), expected, rtol=1e-5)
     # D(y) = y_0 (the path's value at time 0) has an input gradient of norm one everywhere: no penalty
     assert float(penalty(lambda ts, y: y[0, 0])) < 1e-8
