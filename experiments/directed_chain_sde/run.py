@@ -260,7 +260,7 @@ def _figures(samples: dict, ts_by_name: dict, config: Config, out) -> list[str]:
                             histtype="step",
                             color="C1",
                         )
-                    ax.set_title(f"t = {ts[index]:.2f}", fontsize=7, loc="right")
+                    ax.set_xlabel(f"t = {ts[index]:.2f}", fontsize=7)
                 if row == 0:
                     ax.set_title(label, fontsize=8)
                 if col == 0:
