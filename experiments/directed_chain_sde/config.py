@@ -16,6 +16,8 @@ class Config:
     - `datasets`, `generators`: which of `DATASETS` and `GENERATORS` to run.
     - `num_paths`: simulated paths (particles) in each of the training and test sets; at most this many windows of
         a real series in each.
+    - `opinion_particles`: the particles of each simulated opinion system (training and test), of which
+        `num_paths` are kept at random: a large system is closer to the mean-field law.
     - `num_times`, `substeps`: the simulated paths' grid on `[0, 1]` and Euler-Maruyama steps between its points.
     - `sp500_columns`, `sp500_length`, `sp500_stride`: the S&P 500 windows (global min-max scaling, as P31).
     - `electricity_length`: the electricity windows, one a day (half-hours), global min-max scaling.
@@ -33,14 +35,17 @@ class Config:
     - `chain_links`: DC-SDE generation runs this many links of the chain from the real test paths; the last is scored.
     - `num_generated`: generated paths scored against the test set (at most the test set's size).
     - `score_steps`: training steps of the discriminative and predictive scores' GRUs.
-    - `mode_time`, `mode_tolerance`: opinion dynamics' marginal is compared at this time; a generator reproduces
-        the bimodality if its marginal has exactly two modes, each within `mode_tolerance` of the data's.
+    - `mode_time`, `mode_tolerance`, `mode_min_height`: opinion dynamics' marginal is compared at this time; a
+        generator reproduces the bimodality if its marginal has exactly two modes (maxima of the density estimate at
+        least `mode_min_height` times the highest, `jaxinterp.dynamics.marginal_modes`), as the test set must, each
+        within `mode_tolerance` of the test set's.
     """
 
     seed: int = 0
     datasets: tuple[str, ...] = DATASETS
     generators: tuple[str, ...] = GENERATORS
     num_paths: int = 512
+    opinion_particles: int = 4096
     num_times: int = 26
     substeps: int = 4
     sp500_columns: tuple[str, ...] = ("Close", "Volume")
@@ -69,6 +74,7 @@ class Config:
     score_steps: int = 150
     mode_time: float = 0.5
     mode_tolerance: float = 0.2
+    mode_min_height: float = 0.35
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
@@ -79,6 +85,7 @@ class Config:
         return cls(
             datasets=("opinion",),
             num_paths=256,
+            opinion_particles=256,
             num_times=11,
             substeps=10,
             width=16,

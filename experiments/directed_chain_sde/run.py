@@ -64,16 +64,19 @@ def _split_windows(windows: np.ndarray, config: Config, gap: int) -> tuple[np.nd
 def load(name: str, config: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`(ts, train, test)` for one data set: the grid on `[0, 1]` and float32 paths `[n, times, channels]`.
 
-    Simulated sets draw the training and test particles from two independent simulations; FitzHugh-Nagumo is
+    Simulated sets draw the training and test particles from two independent simulations (for opinion dynamics
+    `num_paths` random particles of two systems of `opinion_particles`); FitzHugh-Nagumo is
     standardised by the training states at time 0 (as P31's loader). Real series are windowed, min-max scaled over
     the whole series, and split in time.
     """
     key = jax.random.fold_in(jax.random.key(config.seed), DATASETS.index(name))
     grid = dict(num_times=config.num_times, substeps=config.substeps)
     if name == "opinion":
-        train_set, test_set = (
-            np.asarray(opinion_dynamics(k, config.num_paths, **grid)[1]) for k in jax.random.split(key)
-        )
+        keep_key, *keys = jax.random.split(key, 3)
+        particles = max(config.opinion_particles, config.num_paths)
+        systems = [np.asarray(opinion_dynamics(k, particles, **grid)[1]) for k in keys]
+        rng = np.random.default_rng(np.asarray(jax.random.key_data(keep_key)).ravel())
+        train_set, test_set = (paths[rng.permutation(particles)[: config.num_paths]] for paths in systems)
     elif name == "fitzhugh_nagumo":
         train_set, test_set = (
             np.asarray(fitzhugh_nagumo(k, config.num_paths, **grid)[1]) for k in jax.random.split(key)
@@ -213,7 +216,9 @@ def score(name: str, real: np.ndarray, fake: np.ndarray, ts, config: Config, key
     }
     if name == "opinion":
         index = int(np.argmin(np.abs(np.asarray(ts) - config.mode_time)))
-        real_modes, fake_modes = marginal_modes(real[:, index, 0]), marginal_modes(fake[:, index, 0])
+        real_modes = marginal_modes(real[:, index, 0], min_height=config.mode_min_height)
+        fake_modes = marginal_modes(fake[:, index, 0], min_height=config.mode_min_height)
+        out["mode_time"] = float(ts[index])
         out["real_modes"], out["modes"] = real_modes.tolist(), fake_modes.tolist()
         out["bimodal_reproduced"] = bool(
             len(real_modes) == 2
