@@ -7,6 +7,7 @@ from .cnn import CNN as CNN
 from .counter_current import CounterCurrentAutoencoder as CounterCurrentAutoencoder
 from .counter_current import CounterCurrentCNN as CounterCurrentCNN
 from .counter_current import CounterCurrentMLP as CounterCurrentMLP
+from .directed_chain_sde import DirectedChainSDE as DirectedChainSDE
 from .generation import continuation_perplexity as continuation_perplexity
 from .generation import generate as generate
 from .generation import greedy_generate as greedy_generate
@@ -42,6 +43,10 @@ from .perforated import PerforatedLinear as PerforatedLinear
 from .perforated import PerforatedMLP as PerforatedMLP
 from .rnn import GRUClassifier as GRUClassifier
 from .rnn import LSTMClassifier as LSTMClassifier
+from .sde_gan import SDEGAN as SDEGAN
+from .sde_gan import CDEDiscriminator as CDEDiscriminator
+from .sde_gan import SDEGenerator as SDEGenerator
+from .sde_gan import train_sde_gan as train_sde_gan
 from .toy_circuits import InductionBatch as InductionBatch
 from .toy_circuits import IOIBatch as IOIBatch
 from .toy_circuits import ablated_metric as ablated_metric

@@ -1,12 +1,17 @@
 """Neural differential equations: solver-heuristic regularisers (P32), multiplicative diffusion (P4), and for
-generative neural SDEs (P22, P31) path signatures, signature MMD and simulated mean-field particle systems."""
+generative neural SDEs (P22, P31) path signatures, signature MMD, simulated mean-field particle systems and scores of generated paths."""
 
 from . import additive_diffusion as additive_diffusion
 from . import gbm as gbm
+from . import generative_scores as generative_scores
 from . import mean_field as mean_field
 from . import signature_kernels as signature_kernels
 from . import signatures as signatures
 from .decomposed_solve import decompose_solution as decompose_solution
+from .generative_scores import discriminative_score as discriminative_score
+from .generative_scores import marginal_modes as marginal_modes
+from .generative_scores import marginal_wasserstein as marginal_wasserstein
+from .generative_scores import predictive_score as predictive_score
 from .mean_field import FitzHughNagumoParameters as FitzHughNagumoParameters
 from .mean_field import fitzhugh_nagumo as fitzhugh_nagumo
 from .mean_field import opinion_dynamics as opinion_dynamics
