@@ -25,11 +25,15 @@ from .neural_ode import BatchedField as BatchedField
 from .neural_ode import MLPVectorField as MLPVectorField
 from .neural_ode import NeuralODE as NeuralODE
 from .neural_ode import NeuralODEClassifier as NeuralODEClassifier
+from .neural_operators import FNO as FNO
+from .neural_operators import ConvolutionalOperator as ConvolutionalOperator
+from .neural_operators import SpectralConvolution as SpectralConvolution
 from .neural_sde import DiagonalNoiseTerm as DiagonalNoiseTerm
 from .neural_sde import DiagonalSDESolve as DiagonalSDESolve
 from .neural_sde import NeuralSDE as NeuralSDE
 from .perforated import PerforatedLinear as PerforatedLinear
 from .perforated import PerforatedMLP as PerforatedMLP
+from .pointer_network import PointerNetwork as PointerNetwork
 from .rnn import GRUClassifier as GRUClassifier
 from .rnn import LSTMClassifier as LSTMClassifier
 from .toy_circuits import InductionBatch as InductionBatch
