@@ -38,30 +38,34 @@ def test_decoded_outputs_are_valid_index_sequences(rule, getkey):
 def test_teacher_forcing_on_the_decoded_sequence_reproduces_it_and_padding_changes_nothing(getkey):
     model = PointerNetwork("hull", 16, key=getkey())
     points = jax.random.uniform(getkey(), (7, 2))
-    slots = model.decode(points, 7, 8)
-    logits = model(points, 7, slots)
+    decode, forward = eqx.filter_jit(model.decode), eqx.filter_jit(model)
+    slots = decode(points, 7, 8)
+    logits = forward(points, 7, slots)
     steps = int(np.flatnonzero(np.asarray(slots) == END)[0]) + 1
     np.testing.assert_array_equal(jnp.argmax(logits, -1)[:steps], slots[:steps])
     padded = jnp.concatenate([points, jax.random.uniform(getkey(), (3, 2))])
-    np.testing.assert_array_equal(model.decode(padded, 7, 8), slots)
-    np.testing.assert_allclose(model(padded, 7, slots)[:, :8], logits, rtol=1e-5, atol=1e-5)
-    assert np.all(np.asarray(model(padded, 7, slots)[:, 8:]) < -1e8)  # padded points are never pointed to
+    np.testing.assert_array_equal(decode(padded, 7, 8), slots)
+    padded_logits = forward(padded, 7, slots)
+    np.testing.assert_allclose(padded_logits[:, :8], logits, rtol=1e-5, atol=1e-5)
+    assert np.all(np.asarray(padded_logits[:, 8:]) < -1e8)  # padded points are never pointed to
 
 
 def test_capture_intervene_and_cd_on_the_pointer_network(getkey):
     model = PointerNetwork("tour", 16, key=getkey())
     points = jax.random.uniform(getkey(), (5, 2))
     targets = jnp.array([1, 3, 2, 5, 4, 0])
-    logits, sites = jaxinterp.capture(model, "encoder.states", "pointer.scores", "decoder.hidden")(points, 5, targets)
+    capture = jaxinterp.capture(model, "encoder.states", "pointer.scores", "decoder.hidden")
+    logits, sites = eqx.filter_jit(capture)(points, 5, targets)
     assert sites["encoder.states"].shape == (6, 16)
     assert sites["pointer.scores"].shape == (6, 6) and sites["decoder.hidden"].shape == (6, 16)  # one per step
     allowed = np.asarray(logits) > -1e8
     np.testing.assert_allclose(np.asarray(sites["pointer.scores"])[allowed], np.asarray(logits)[allowed], rtol=1e-6)
     # a large bonus on point 4's score makes it the choice wherever the rule allows it
-    boosted = jaxinterp.intervene(model, {"pointer.scores": lambda s: s.at[4].add(100.0)})(points, 5, targets)
+    boost = jaxinterp.intervene(model, {"pointer.scores": lambda s: s.at[4].add(100.0)})
+    boosted = eqx.filter_jit(boost)(points, 5, targets)
     assert np.all(np.asarray(jnp.argmax(boosted, -1))[allowed[:, 4]] == 4)
     mask = jnp.array([1.0, 1.0, 0.0, 0.0, 0.0])[:, None]
-    rel, irr = jaxinterp.cd(model, jaxinterp.Input(0, mask))(points, 5, targets)
+    rel, irr = eqx.filter_jit(jaxinterp.cd(model, jaxinterp.Input(0, mask)))(points, 5, targets)
     np.testing.assert_allclose(np.asarray(rel + irr)[allowed], np.asarray(logits)[allowed], rtol=1e-4, atol=1e-4)
     assert float(jnp.max(jnp.abs(jnp.where(allowed, rel, 0.0)))) > 1e-3
 
@@ -71,4 +75,4 @@ def test_pointer_network_rejects_bad_input(getkey):
         PointerNetwork("sort", 8, key=getkey())
     model = PointerNetwork("hull", 8, key=getkey())
     with pytest.raises((ValueError, TypeError)):
-        model.decode(jnp.zeros((5, 3)), 5, 4)
+        eqx.filter_eval_shape(model.decode, jnp.zeros((5, 3)), 5, 4)
