@@ -30,6 +30,9 @@ from .neural_ode import BatchedField as BatchedField
 from .neural_ode import MLPVectorField as MLPVectorField
 from .neural_ode import NeuralODE as NeuralODE
 from .neural_ode import NeuralODEClassifier as NeuralODEClassifier
+from .neural_operators import FNO as FNO
+from .neural_operators import ConvolutionalOperator as ConvolutionalOperator
+from .neural_operators import SpectralConvolution as SpectralConvolution
 from .neural_sde import DiagonalNoiseTerm as DiagonalNoiseTerm
 from .neural_sde import DiagonalSDESolve as DiagonalSDESolve
 from .neural_sde import NeuralSDE as NeuralSDE
@@ -41,6 +44,7 @@ from .neurbf import kernel_centres as kernel_centres
 from .neurbf import parameter_count as parameter_count
 from .perforated import PerforatedLinear as PerforatedLinear
 from .perforated import PerforatedMLP as PerforatedMLP
+from .pointer_network import PointerNetwork as PointerNetwork
 from .rnn import GRUClassifier as GRUClassifier
 from .rnn import LSTMClassifier as LSTMClassifier
 from .sde_gan import SDEGAN as SDEGAN

@@ -159,7 +159,7 @@ _register_all(
     [
         "neg", "reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims", "slice", "dynamic_slice",
         "gather", "rev", "reduce_sum", "convert_element_type", "copy", "copy_p", "cumsum", "reduce_precision",
-        "real", "imag", "conj", "split", "sharding_constraint", "optimization_barrier", "concatenate", "stack", "pad",
+        "real", "imag", "conj", "complex", "fft", "split", "sharding_constraint", "optimization_barrier", "concatenate", "stack", "pad",
         "select_n", "dynamic_update_slice", "scatter", "scatter-add", "scatter_add", "reduce_window_sum",
         "mesh_cast", "reshard", *_compat.EQUINOX_ROUTING,
     ],

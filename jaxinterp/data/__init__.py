@@ -4,6 +4,14 @@ from ._fields import SAMPLE_IMAGES as SAMPLE_IMAGES
 from ._fields import pixel_grid as pixel_grid
 from ._fields import sample_image as sample_image
 from ._fields import torus_distance as torus_distance
+from ._geometry import canonical_tour as canonical_tour
+from ._geometry import convex_hull as convex_hull
+from ._geometry import delaunay_triangles as delaunay_triangles
+from ._geometry import held_karp as held_karp
+from ._geometry import improve_tour as improve_tour
+from ._geometry import random_points as random_points
+from ._geometry import reference_tour as reference_tour
+from ._geometry import tour_length as tour_length
 from ._images import digits as digits
 from ._images import fashion_mnist as fashion_mnist
 from ._images import mnist as mnist

@@ -1,10 +1,12 @@
 """Neural differential equations: solver-heuristic regularisers (P32), multiplicative diffusion (P4), and for
-generative neural SDEs (P22, P31) path signatures, signature MMD, simulated mean-field particle systems and scores of generated paths."""
+generative neural SDEs (P22, P31): path signatures, signature MMD, simulated mean-field particle systems and scores of
+generated paths; the Burgers and Darcy solvers of operator learning (P34, `pdes`)."""
 
 from . import additive_diffusion as additive_diffusion
 from . import gbm as gbm
 from . import generative_scores as generative_scores
 from . import mean_field as mean_field
+from . import pdes as pdes
 from . import signature_kernels as signature_kernels
 from . import signatures as signatures
 from .decomposed_solve import decompose_solution as decompose_solution
