@@ -1,5 +1,6 @@
 """Feature directions and their use: concept directions by difference-in-means, linear probes, activation
-steering (ACT and G-ACT, P25), model-native skills (P36), and k-means. See `docs/steering.md`."""
+steering (ACT and G-ACT, P25), model-native skills (P36), k-means, semi-NMF of activations (P5) and an on-disk
+activation store. See `docs/steering.md` and `docs/snmf.md`."""
 
 from .clustering import Clusters as Clusters
 from .clustering import kmeans as kmeans
@@ -13,6 +14,12 @@ from .skills import SkillBasis as SkillBasis
 from .skills import select_along as select_along
 from .skills import select_for_coverage as select_for_coverage
 from .skills import skill_basis as skill_basis
+from .snmf import SNMF as SNMF
+from .snmf import HierarchicalSNMF as HierarchicalSNMF
+from .snmf import hierarchical_snmf as hierarchical_snmf
+from .snmf import snmf as snmf
+from .snmf import snmf_init as snmf_init
+from .snmf import winner_take_all as winner_take_all
 from .steering import GACT as GACT
 from .steering import Strength as Strength
 from .steering import act_direction as act_direction
