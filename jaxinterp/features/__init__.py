@@ -2,6 +2,10 @@
 steering (ACT and G-ACT, P25), model-native skills (P36), k-means, semi-NMF of activations (P5) and an on-disk
 activation store. See `docs/steering.md` and `docs/snmf.md`."""
 
+from .activation_store import ActivationStore as ActivationStore
+from .activation_store import StoreError as StoreError
+from .activation_store import StoreSettings as StoreSettings
+from .activation_store import build_activation_store as build_activation_store
 from .clustering import Clusters as Clusters
 from .clustering import kmeans as kmeans
 from .directions import diff_in_means as diff_in_means
