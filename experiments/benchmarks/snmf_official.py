@@ -46,7 +46,7 @@ class Workload:
     k: int = 100
     sparsity: float = 0.01
     iterations: int = 200
-    repeats: int = 3
+    repeats: int = 2
     seed: int = 0
     context: int = 64
 
