@@ -1,6 +1,7 @@
 """Feature directions and their use: concept directions by difference-in-means, linear probes, activation
-steering (ACT and G-ACT, P25), model-native skills (P36), k-means, semi-NMF of activations (P5) and an on-disk
-activation store. See `docs/steering.md` and `docs/snmf.md`."""
+steering (ACT and G-ACT, P25), model-native skills (P36), k-means (see `docs/steering.md`), sparse autoencoders
+with SAELens's conventions (P12, see `docs/sae.md`), semi-NMF of activations (P5) and an on-disk activation store
+(see `docs/snmf.md`)."""
 
 from .activation_store import ActivationStore as ActivationStore
 from .activation_store import StoreError as StoreError
@@ -10,10 +11,26 @@ from .clustering import Clusters as Clusters
 from .clustering import kmeans as kmeans
 from .directions import diff_in_means as diff_in_means
 from .directions import mean_pool as mean_pool
+from .feature_cards import FeatureCard as FeatureCard
+from .feature_cards import FeatureContext as FeatureContext
+from .feature_cards import feature_card_html as feature_card_html
+from .feature_cards import feature_cards as feature_cards
+from .feature_cards import feature_density as feature_density
+from .feature_cards import write_feature_card as write_feature_card
 from .probes import Probe as Probe
 from .probes import fit_probe as fit_probe
 from .probes import probe_accuracy as probe_accuracy
 from .probes import refine_probe as refine_probe
+from .sae import SAE_ARCHITECTURES as SAE_ARCHITECTURES
+from .sae import SAEConfig as SAEConfig
+from .sae import SparseAutoencoder as SparseAutoencoder
+from .sae import head_attribution as head_attribution
+from .sae import init_sae as init_sae
+from .sae import sae_metrics as sae_metrics
+from .sae import train_sae as train_sae
+from .sae_format import SAELENS_FORMAT_VERSION as SAELENS_FORMAT_VERSION
+from .sae_format import load_saelens as load_saelens
+from .sae_format import save_saelens as save_saelens
 from .skills import SkillBasis as SkillBasis
 from .skills import select_along as select_along
 from .skills import select_for_coverage as select_for_coverage
