@@ -46,7 +46,7 @@ class SNMFvsSAEConfig:
     snmf_patience: int = 50
     sae_width: int = 2048
     sae_k: int = 32
-    sae_steps: int = 1500
+    sae_steps: int = 600
     sae_batch: int = 256
     l0s: tuple[int, ...] = (8, 32)
     target_kls: tuple[float, ...] = (0.05, 0.1, 0.25)
