@@ -51,7 +51,7 @@ class SNMFvsSAEConfig:
     l0s: tuple[int, ...] = (8, 32)
     target_kls: tuple[float, ...] = (0.05, 0.1, 0.25)
     prompts: tuple[str, ...] = NEUTRAL_PROMPTS[:8]
-    new_tokens: int = 10
+    new_tokens: int = 8
     temperature: float = 0.8
     classifiers: FineTuning | None = None
     bootstrap: int = 1000
