@@ -42,10 +42,10 @@ HERE = pathlib.Path(__file__).resolve().parent
 @dataclasses.dataclass(frozen=True)
 class Workload:
     layer: int = 9
-    tokens: int = 8_192
+    tokens: int = 4_096
     k: int = 100
     sparsity: float = 0.01
-    iterations: int = 200
+    iterations: int = 100
     repeats: int = 2
     seed: int = 0
     context: int = 64
