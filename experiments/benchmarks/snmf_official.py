@@ -122,7 +122,7 @@ def summary_rows(record: dict) -> list[dict]:
         {"measure": "matrix", "value": f"{w['tokens']} tokens x {record['d']} (blocks.{w['layer']}.mlp.post)",
          "note": f"k = {w['k']}, sparsity {w['sparsity']}, {w['iterations']} iterations, no early stop"},
         {"measure": "activation store build", "value": f"{record['store']['tokens_per_s']:.0f} tokens/s",
-         "note": f"{record['store']['tokens']} tokens written in this run (compilation included)"},
+         "note": f"{record['store']['tokens']} tokens, when the store was built (compilation included)"},
         {"measure": "jaxinterp snmf", "value": f"{mine['median_s']:.2f} s",
          "note": f"median of {len(mine['times_s'])}; compile {mine['compile_s']:.1f} s; final loss "
                  f"{mine['losses'][-1]:.6g}"},
