@@ -1,7 +1,12 @@
 """Feature directions and their use: concept directions by difference-in-means, linear probes, activation
-steering (ACT and G-ACT, P25), model-native skills (P36), k-means (see `docs/steering.md`), and sparse autoencoders
-with SAELens's conventions (P12, see `docs/sae.md`)."""
+steering (ACT and G-ACT, P25), model-native skills (P36), k-means (see `docs/steering.md`), sparse autoencoders
+with SAELens's conventions (P12, see `docs/sae.md`), semi-NMF of activations (P5) and an on-disk activation store
+(see `docs/snmf.md`)."""
 
+from .activation_store import ActivationStore as ActivationStore
+from .activation_store import StoreError as StoreError
+from .activation_store import StoreSettings as StoreSettings
+from .activation_store import build_activation_store as build_activation_store
 from .clustering import Clusters as Clusters
 from .clustering import kmeans as kmeans
 from .directions import diff_in_means as diff_in_means
@@ -30,6 +35,12 @@ from .skills import SkillBasis as SkillBasis
 from .skills import select_along as select_along
 from .skills import select_for_coverage as select_for_coverage
 from .skills import skill_basis as skill_basis
+from .snmf import SNMF as SNMF
+from .snmf import HierarchicalSNMF as HierarchicalSNMF
+from .snmf import hierarchical_snmf as hierarchical_snmf
+from .snmf import snmf as snmf
+from .snmf import snmf_init as snmf_init
+from .snmf import winner_take_all as winner_take_all
 from .steering import GACT as GACT
 from .steering import Strength as Strength
 from .steering import act_direction as act_direction
