@@ -35,7 +35,8 @@ PAPER = {
 }
 
 
-def _encode(tokenizer, texts, max_tokens):
+def encode_texts(tokenizer, texts, max_tokens):
+    """Tokenise `texts`, each cut to `max_tokens`, right-padded: `(tokens int32 [n, width], mask bool [n, width])`."""
     ids = [e.ids[:max_tokens] for e in tokenizer.encode_batch(list(texts))]
     width = max(len(i) for i in ids)
     tokens = np.zeros((len(ids), width), np.int32)
@@ -56,7 +57,7 @@ def pooled_activations(model, tokenizer, texts, layers, max_tokens: int, batch_s
         cache = jax.vmap(lambda t: ji.capture(model, *sites)(t)[1])(tokens)
         return jnp.stack([features.mean_pool(cache[site], mask) for site in sites])
 
-    tokens, mask = _encode(tokenizer, texts, max_tokens)
+    tokens, mask = encode_texts(tokenizer, texts, max_tokens)
     out = []
     for start in tqdm(range(0, len(texts), batch_size), desc="activations", leave=False):
         rows = slice(start, start + batch_size)
@@ -126,7 +127,8 @@ def probe_comparison(pooled: dict, target: tuple[str, str], layers, config: Late
     return {"layers": list(layers), "ACT": act, "G-ACT probe": probe}
 
 
-def _bootstrap(values, rng, resamples: int) -> list[float]:
+def bootstrap_interval(values, rng, resamples: int) -> list[float]:
+    """The 95% percentile bootstrap interval `[low, high]` of the mean of `values`, from `resamples` resamples."""
     values = np.asarray(values)
     means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(1)
     return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
@@ -155,7 +157,7 @@ def steering_comparison(model, tokenizer, pooled, prompt_pooled, basis, config, 
     """Each target concept steered by ACT, G-ACT and the most concept-aligned skill direction at the layer
     `config.steer_layer`, each at the strength that moves the next-token distribution by `config.target_kl`."""
     site = f"blocks.{config.steer_layer}.resid_post"
-    prompts, mask = _encode(tokenizer, config.prompts, 64)
+    prompts, mask = encode_texts(tokenizer, config.prompts, 64)
     lengths = mask.sum(1)
     batch, width = len(config.prompts), model.cfg.d_model
 
@@ -244,11 +246,11 @@ def _score_row(task, name, method, alpha, kl, added_norm, concept, ppl, referenc
         "KL": float(kl),
         "added norm": added_norm,
         "concept": float(concept.mean()),
-        "concept 95% CI": _bootstrap(concept, rng, config.bootstrap),
+        "concept 95% CI": bootstrap_interval(concept, rng, config.bootstrap),
         "perplexity (median)": float(np.median(ppl)),
         "fluency": float(fluency.mean()),
         "combined": float(combined.mean()),
-        "combined 95% CI": _bootstrap(combined, rng, config.bootstrap),
+        "combined 95% CI": bootstrap_interval(combined, rng, config.bootstrap),
     }
 
 

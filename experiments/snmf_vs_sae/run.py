@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 import jaxinterp as ji
 import models
-from experiments.latent_steering.run import Judge, _bootstrap, _encode, first_blocks, labelled_texts
+from experiments.latent_steering.run import Judge, bootstrap_interval, encode_texts, first_blocks, labelled_texts
 from experiments.record import results_dir, write_results
 from jaxinterp import features
 
@@ -148,7 +148,7 @@ def steering(model, tokenizer, site, directions, config, judge, rng) -> dict:
     strength by `features.strength_for_divergence` on the mean KL of the next-token distribution after the neutral
     prompts; continuations generated for all conditions in a few batched calls; concept (`+`: the judge's
     probability of the target; `-`: one minus it), fluency and their harmonic mean per continuation."""
-    prompts, mask = _encode(tokenizer, config.prompts, 64)
+    prompts, mask = encode_texts(tokenizer, config.prompts, 64)
     lengths = mask.sum(1)
     batch, width = len(config.prompts), next(iter(directions.values())).shape[0]
     zeros = {site: jnp.zeros((batch, width), jnp.float32)}
@@ -212,9 +212,9 @@ def steering(model, tokenizer, site, directions, config, judge, rng) -> dict:
             rows_out.append({
                 "target": label, "method": method, "sign": "+" if sign > 0 else ("-" if sign < 0 else ""),
                 "target KL": kl, "KL": reached, "alpha": alpha,
-                "concept": float(concept.mean()), "concept 95% CI": _bootstrap(concept, rng, config.bootstrap),
+                "concept": float(concept.mean()), "concept 95% CI": bootstrap_interval(concept, rng, config.bootstrap),
                 "fluency": float(fluency[part].mean()), "perplexity (median)": float(np.median(ppl[part])),
-                "combined": float(combined.mean()), "combined 95% CI": _bootstrap(combined, rng, config.bootstrap),
+                "combined": float(combined.mean()), "combined 95% CI": bootstrap_interval(combined, rng, config.bootstrap),
             })  # fmt: skip
             if target is None:  # the unsteered texts scored for suppression too
                 suppressed = 1.0 - p
@@ -244,7 +244,7 @@ def paired_differences(per_prompt: dict, methods, config, rng) -> list[dict]:
             differences = np.stack([per_prompt[k] - per_prompt[(k[0], b, k[2], k[3])] for k in keys])  # [c, prompts]
             means = differences.mean(0)
             out.append({"comparison": f"{a} - {b}", "conditions": len(keys), "mean difference": float(means.mean()),
-                        "95% CI": _bootstrap(means, rng, config.bootstrap)})  # fmt: skip
+                        "95% CI": bootstrap_interval(means, rng, config.bootstrap)})  # fmt: skip
     return out
 
 
