@@ -416,7 +416,7 @@ def main(config: LatentSteeringConfig) -> dict:
         "probe_table": probe_table,
         "steering": steering,
         "skills": skills,
-        "judges": {task: info.get("accuracy") for task, (_, _, info) in judge.classifiers.items()},
+        "judges": {task: info.get("heldout_accuracy") for task, (_, _, info) in judge.classifiers.items()},
         "stage_seconds": stages,
     }
     table = (
