@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 WIDTH_MULTIPLE = 16
 
@@ -155,7 +156,7 @@ def margin(logits: jax.Array, target, competitor) -> jax.Array:
     return logits[..., target] - logits[..., competitor]
 
 
-def competitor_of(logits: jax.Array, target: int) -> int:
+def competitor_of(logits: ArrayLike, target: int) -> int:
     """The class with the highest logit other than `target`."""
     others = np.where(np.arange(logits.shape[-1]) == target, -np.inf, np.asarray(logits))
     return int(np.argmax(others))
