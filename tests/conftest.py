@@ -1,11 +1,6 @@
 import os
 import pathlib
 
-# the tests' time goes mostly to XLA compiling small programs on the CPU: without LLVM's optimisation passes it
-# compiles about a third faster, and the programs the tests run are too small for the lost speed to matter
-if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
-
 import jax
 import pytest
 from jaxtyping import install_import_hook
