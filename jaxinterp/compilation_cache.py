@@ -1,9 +1,20 @@
-"""JAX's persistent compilation cache, configured in one place for the command line, the experiments and the tests.
+"""JAX's persistent compilation cache, configured in one place for the command line and the experiments.
 
-Compiled programs are kept under `jaxinterp.assets.cache_dir() / "jax-compilation"` (or `$JAXINTERP_JAX_CACHE`),
-so a second process that compiles the same program (a transformer forward, a decomposition) loads it in a fraction
-of the time. Every compilation is cached, however short: on CPU most of ours take well under a second each, and
-many of them add up.
+Compiled programs are kept under `jaxinterp.assets.cache_dir() / "jax-compilation"` (or `$JAXINTERP_JAX_CACHE`;
+`JAXINTERP_JAX_CACHE=off` switches the cache off), so a second process that compiles the same program (a
+transformer forward, a decomposition) loads it in a fraction of the time.
+
+Two choices guard against what the cache can do wrong:
+
+- Only programs whose compilation takes at least `MIN_COMPILE_SECONDS` are written. Those are the ones worth
+  keeping, and each write serialises an executable, which jaxlib 0.10's CPU client has been seen to crash in
+  (a segmentation fault inside `serialize()`, a few times in a few thousand writes); fewer writes, fewer chances.
+- A size limit (`MAX_BYTES`). Without one JAX writes an entry in place and reads it without a lock, so a process
+  sharing the folder (the second of two experiments, a notebook) could load an executable another is still writing.
+  With a limit JAX holds a file lock around every read and write, and evicts the least recently used programs.
+
+The tests switch the cache off (`tests/conftest.py`): they start from an empty cache on a fresh machine, where the
+writes cost more than the few programs the two test processes share.
 """
 
 import os
@@ -13,19 +24,35 @@ import jax
 
 from .assets import cache_dir
 
+MAX_BYTES = 4 * 2**30
+"""The cache's size limit: beyond it the least recently used compiled programs are evicted."""
 
-def location() -> pathlib.Path:
-    """The folder compiled programs are cached in: `$JAXINTERP_JAX_CACHE`, else `cache_dir()/jax-compilation`."""
+MIN_COMPILE_SECONDS = 1.0
+"""Programs that compile faster than this are not written to the cache."""
+
+OFF = "off"
+"""The value of `$JAXINTERP_JAX_CACHE` that switches the cache off."""
+
+
+def location() -> pathlib.Path | None:
+    """The folder compiled programs are cached in: `$JAXINTERP_JAX_CACHE`, else `cache_dir()/jax-compilation`;
+    `None` when `$JAXINTERP_JAX_CACHE` is `off`."""
     configured = os.environ.get("JAXINTERP_JAX_CACHE")
+    if configured == OFF:
+        return None
     return pathlib.Path(configured) if configured else cache_dir() / "jax-compilation"
 
 
-def enable() -> pathlib.Path:
-    """Switch the persistent compilation cache on, unless a cache folder is configured already.
+def enable() -> pathlib.Path | None:
+    """Switch the persistent compilation cache on, with a size limit and a lock shared by every process using the
+    folder, unless a cache folder is configured already or `$JAXINTERP_JAX_CACHE` is `off`.
 
-    **Returns:** the folder in use.
+    **Returns:** the folder in use, or `None` when the cache is off.
     """
-    if jax.config.jax_compilation_cache_dir is None:
-        jax.config.update("jax_compilation_cache_dir", str(location()))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    return pathlib.Path(jax.config.jax_compilation_cache_dir)
+    folder = location()
+    if jax.config.jax_compilation_cache_dir is None and folder is not None:
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+        jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+    configured = jax.config.jax_compilation_cache_dir
+    return None if configured is None else pathlib.Path(configured)

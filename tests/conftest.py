@@ -13,9 +13,10 @@ os.environ.setdefault("JAXINTERP_OFFLINE", "1")
 # the data sets kept as plain files (SST-2, AG News) are in the shared data folder beside the checkout
 os.environ.setdefault("JAXINTERP_DATA", str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"))
 
-from jaxinterp import compilation_cache
-
-compilation_cache.enable()
+# no persistent compilation cache: a fresh machine starts with an empty one, where writing every program costs more
+# than the two test processes gain from sharing a few (jaxinterp/compilation_cache.py); test_compilation_cache.py
+# checks the cache in processes of its own
+os.environ["JAXINTERP_JAX_CACHE"] = "off"
 
 
 @pytest.fixture

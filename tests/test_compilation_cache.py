@@ -1,0 +1,42 @@
+"""The persistent compilation cache of the command line and the experiments, checked in processes of its own (the
+tests switch it off in theirs)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jaxinterp import compilation_cache
+
+PROGRAM = """
+import sys, jax, jax.numpy as jnp
+from jaxinterp import compilation_cache
+folder = compilation_cache.enable()
+assert jax.config.jax_compilation_cache_max_size == compilation_cache.MAX_BYTES
+assert jax.config.jax_persistent_cache_min_compile_time_secs == compilation_cache.MIN_COMPILE_SECONDS
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # so that this tiny program is written
+jax.jit(lambda x: jnp.sin(x) * 3.25 + 0.5)(jnp.arange(7.0)).block_until_ready()
+print(folder)
+"""
+
+
+def run(env_value: str) -> str:
+    env = {**os.environ, "JAXINTERP_JAX_CACHE": env_value}
+    done = subprocess.run([sys.executable, "-c", PROGRAM], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.mark.slow  # two fresh Python processes importing JAX
+def test_the_cache_is_locked_and_bounded_so_processes_can_share_it(tmp_path):
+    assert run(str(tmp_path)) == str(tmp_path)
+    # JAX reads and writes entries under this lock only when the cache has a size limit
+    assert (tmp_path / ".lockfile").exists()
+    assert any(path.name.endswith("-cache") for path in tmp_path.iterdir())
+
+
+def test_off_switches_the_cache_off(monkeypatch):
+    monkeypatch.setenv("JAXINTERP_JAX_CACHE", "off")
+    assert compilation_cache.location() is None
+    assert compilation_cache.enable() is None  # the tests' own processes run without one
