@@ -8,6 +8,11 @@ STAMP := $(VENV)/.jaxinterp-installed
 JAXINTERP_DATA ?= $(abspath ../shared/data)
 export JAXINTERP_DATA
 
+# jaxlib 0.10's CPU compiler has crashed a test worker (a segmentation fault inside XLA's compile or its executable
+# serialisation) a few times in the thousands of programs a test run compiles, late in a long-lived worker, never the
+# same test twice. A crashed test runs once more on a fresh worker; an ordinary failure is never rerun.
+CRASH_RERUN := --reruns 1 --only-rerun "crashed while running"
+
 .PHONY: install demo test clean
 
 $(STAMP): pyproject.toml
@@ -25,7 +30,7 @@ demo: install
 test: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 -q $(CRASH_RERUN)
 
 clean:
 	rm -rf $(VENV) .cache results

@@ -13,8 +13,8 @@ Two choices guard against what the cache can do wrong:
   sharing the folder (the second of two experiments, a notebook) could load an executable another is still writing.
   With a limit JAX holds a file lock around every read and write, and evicts the least recently used programs.
 
-The tests switch the cache off (`tests/conftest.py`): they start from an empty cache on a fresh machine, where the
-writes cost more than the few programs the two test processes share.
+The tests cache every program, however short (`tests/conftest.py`): they build many functions anew whose programs
+were compiled before.
 """
 
 import os

@@ -13,10 +13,12 @@ os.environ.setdefault("JAXINTERP_OFFLINE", "1")
 # the data sets kept as plain files (SST-2, AG News) are in the shared data folder beside the checkout
 os.environ.setdefault("JAXINTERP_DATA", str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"))
 
-# no persistent compilation cache: a fresh machine starts with an empty one, where writing every program costs more
-# than the two test processes gain from sharing a few (jaxinterp/compilation_cache.py); test_compilation_cache.py
-# checks the cache in processes of its own
-os.environ["JAXINTERP_JAX_CACHE"] = "off"
+from jaxinterp import compilation_cache
+
+# every program is cached, however short: the tests build many functions anew (a `cd(model, sources)` per call)
+# whose programs are ones compiled before, and the two test processes share what either compiled
+if compilation_cache.enable() is not None:
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 @pytest.fixture

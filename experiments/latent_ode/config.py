@@ -2,6 +2,10 @@
 
 import dataclasses
 
+VARIANTS = ("unregularised", "error", "error+stiffness", "SDE unregularised", "SDE error")
+"""Every variant: latent ODEs without, with the error and with both regularisers; latent SDEs without and with the
+error regulariser."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -23,6 +27,8 @@ class Config:
     - `error_weight`, `stiffness_weight`: the regularisers' weights when a latent ODE variant uses them.
     - `sde_error_weight`: the error regulariser's weight for the latent SDE.
     - `sde_num_steps`: training steps of the latent SDE variants.
+    - `variants`: which of `VARIANTS` to train (each kind's regularised variants are compared with its
+        unregularised one, so that one must be among them).
     """
 
     seed: int = 0
@@ -48,6 +54,7 @@ class Config:
     stiffness_weight: float = 0.01
     sde_error_weight: float = 0.1
     sde_num_steps: int = 1000
+    variants: tuple[str, ...] = VARIANTS
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)

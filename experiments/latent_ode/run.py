@@ -17,10 +17,9 @@ from jaxinterp.dynamics.training import RegularisationWeights, fit
 from models.latent_ode import LatentODE
 from models.latent_sde import LatentSDE
 
-from .config import Config
+from .config import VARIANTS, Config
 
 SLUG = "latent_ode"
-VARIANTS = ("unregularised", "error", "error+stiffness", "SDE unregularised", "SDE error")
 PAPER = {
     "claim": "P32: regularising the error / stiffness estimates of a latent ODE (PhysioNet) cuts prediction and "
     "training time at a similar test error; P22: latent ODEs model irregularly sampled series",
@@ -146,19 +145,31 @@ def _figure(models: dict[str, LatentODE | LatentSDE], ts: jax.Array, xs: np.ndar
     plt.close(fig)
 
 
+def check_variants(variants: tuple[str, ...]) -> None:
+    """Raise `ValueError` unless every name is one of `VARIANTS` and each kind used (latent ODE, latent SDE) has its
+    unregularised variant, the baseline of its ratios."""
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise ValueError(f"variants must be some of {VARIANTS}; got {variants}")
+    for kind, base in (("ODE", "unregularised"), ("SDE", "SDE unregularised")):
+        if any(v.startswith("SDE") == (kind == "SDE") for v in variants) and base not in variants:
+            raise ValueError(f"the latent {kind} variants {variants} need {base!r}, the baseline of their ratios")
+
+
 def main(config: Config) -> dict:
     """Train every variant with every seed; write `results/latent_ode/`.
 
     **Returns:** the metrics written to `results.json`.
     """
     started = time.time()
+    check_variants(config.variants)
     train, test, ts_np = load(config)
     ts = jnp.asarray(ts_np)
     loss = _make_loss(ts, config)
     optimiser = optax.adam(config.learning_rate)
     runs = []
     figure_models = {}
-    for variant in VARIANTS:
+    for variant in config.variants:
         for seed in range(config.seed, config.seed + config.num_seeds):
             model_key, train_key = jax.random.split(jax.random.key(seed))
             model = build(config, variant, ts_np, model_key)
@@ -181,7 +192,7 @@ def main(config: Config) -> dict:
                 figure_models["latent SDE (one sample)" if variant.startswith("SDE") else "latent ODE"] = model
 
     summary = {}
-    for variant in VARIANTS:
+    for variant in config.variants:
         rows = [r for r in runs if r["variant"] == variant]
         summary[variant] = {
             key: (float(np.mean([r[key] for r in rows])), float(np.std([r[key] for r in rows])))

@@ -34,7 +34,11 @@ def test_regularized_node_smoke():
 
 
 def test_latent_ode_smoke():
-    config = latent_config.quick().replace(num_steps=3, sde_num_steps=3, max_windows=64, batch_size=32)
+    # one regularised variant of each kind beside its baseline: the others differ only in their weights
+    variants = ("unregularised", "error", "SDE unregularised", "SDE error")
+    config = latent_config.quick().replace(
+        num_steps=3, sde_num_steps=3, max_windows=64, batch_size=32, variants=variants
+    )
     train, test, ts = latent_run.load(config)
     assert train.shape[1:] == test.shape[1:] == (48, 2) and ts.shape == (48,)
     assert abs(float(train.reshape(-1, 2).mean())) < 1.0
@@ -43,9 +47,9 @@ def test_latent_ode_smoke():
     for run in metrics["runs"]:
         assert run["forecast_mse"] > 0 and run["interpolation_mse"] > 0 and run["nfe"] > 0
     assert (_results("latent_ode") / "forecast.png").stat().st_size > 0
-    assert set(json.loads((_results("latent_ode") / "results.json").read_text())["metrics"]["summary"]) == set(
-        latent_run.VARIANTS
-    )
+    assert set(json.loads((_results("latent_ode") / "results.json").read_text())["metrics"]["summary"]) == set(variants)
+    with pytest.raises(ValueError, match="SDE unregularised"):
+        latent_run.main(config.replace(variants=("unregularised", "SDE error")))
 
 
 def test_float32_rounding_dominates_the_error_estimate_of_small_steps():
