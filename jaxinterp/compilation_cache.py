@@ -13,8 +13,9 @@ Two choices guard against what the cache can do wrong:
   sharing the folder (the second of two experiments, a notebook) could load an executable another is still writing.
   With a limit JAX holds a file lock around every read and write, and evicts the least recently used programs.
 
-The tests cache every program, however short (`tests/conftest.py`): they build many functions anew whose programs
-were compiled before.
+The tests cache every program, however short, without a size limit (`tests/conftest.py`): they build many functions
+anew whose programs were compiled before, and with a limit JAX lists the whole folder at every write, which costs
+more than the writes themselves once thousands of small programs are cached.
 """
 
 import os

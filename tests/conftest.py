@@ -16,9 +16,12 @@ os.environ.setdefault("JAXINTERP_DATA", str(pathlib.Path(__file__).resolve().par
 from jaxinterp import compilation_cache
 
 # every program is cached, however short: the tests build many functions anew (a `cd(model, sources)` per call)
-# whose programs are ones compiled before, and the two test processes share what either compiled
+# whose programs are ones compiled before, and the two test processes share what either compiled. Without a size
+# limit: with one, JAX lists the whole folder under its lock at every write, which, with thousands of entries,
+# left the two workers waiting on each other a third of the time.
 if compilation_cache.enable() is not None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_compilation_cache_max_size", -1)
 
 
 @pytest.fixture
