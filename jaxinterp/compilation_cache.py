@@ -1,4 +1,4 @@
-"""JAX's persistent compilation cache, configured in one place for the command line and the experiments.
+"""JAX's persistent compilation cache, configured in one place for the command line, the experiments and the tests.
 
 Compiled programs are kept under `jaxinterp.assets.cache_dir() / "jax-compilation"` (or `$JAXINTERP_JAX_CACHE`;
 `JAXINTERP_JAX_CACHE=off` switches the cache off), so a second process that compiles the same program (a
@@ -44,16 +44,20 @@ def location() -> pathlib.Path | None:
     return pathlib.Path(configured) if configured else cache_dir() / "jax-compilation"
 
 
-def enable() -> pathlib.Path | None:
-    """Switch the persistent compilation cache on, with a size limit and a lock shared by every process using the
-    folder, unless a cache folder is configured already or `$JAXINTERP_JAX_CACHE` is `off`.
+def enable(min_compile_seconds: float = MIN_COMPILE_SECONDS, max_bytes: int | None = MAX_BYTES) -> pathlib.Path | None:
+    """Switch the persistent compilation cache on, unless a cache folder is configured already or
+    `$JAXINTERP_JAX_CACHE` is `off`.
+
+    **Arguments:** `min_compile_seconds` (programs compiling faster are not written); `max_bytes` (the size limit,
+    under which JAX locks the folder for every read and write and evicts the least recently used programs; `None`
+    for no limit and no lock).
 
     **Returns:** the folder in use, or `None` when the cache is off.
     """
     folder = location()
     if jax.config.jax_compilation_cache_dir is None and folder is not None:
         jax.config.update("jax_compilation_cache_dir", str(folder))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
-        jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
+        jax.config.update("jax_compilation_cache_max_size", -1 if max_bytes is None else max_bytes)
     configured = jax.config.jax_compilation_cache_dir
     return None if configured is None else pathlib.Path(configured)

@@ -19,9 +19,7 @@ from jaxinterp import compilation_cache
 # whose programs are ones compiled before, and the two test processes share what either compiled. Without a size
 # limit: with one, JAX lists the whole folder under its lock at every write, which, with thousands of entries,
 # left the two workers waiting on each other a third of the time.
-if compilation_cache.enable() is not None:
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_compilation_cache_max_size", -1)
+compilation_cache.enable(min_compile_seconds=0.0, max_bytes=None)
 
 
 @pytest.fixture
