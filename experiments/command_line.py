@@ -1,15 +1,16 @@
-"""The command line every experiment shares: `python -m experiments.<slug> [--quick] [--seed N]`."""
+"""The command line every experiment shares: `python -m experiments.<slug> [--quick] [--seed N] [--devices N]`."""
 
 import argparse
 import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from jaxinterp import compilation_cache
+from jaxinterp import compilation_cache, sharding
 
 
 def run_from_command_line(slug: str, description: str, full: Any, quick: Any, quick_help: str, main: Callable) -> None:
-    """Parse `--quick` and `--seed` and call `main` with the chosen configuration.
+    """Parse `--quick`, `--seed` and `--devices` and call `main` with the chosen configuration (inside a
+    `jaxinterp.sharding.training_mesh` over that many devices when `--devices` is given).
 
     **Arguments:**
 
@@ -22,9 +23,17 @@ def run_from_command_line(slug: str, description: str, full: Any, quick: Any, qu
     parser = argparse.ArgumentParser(prog=f"python -m experiments.{slug}", description=description)
     parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--seed", type=int, default=None, help="the first seed (default: the config's)")
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="train data-parallel on this many devices (default: one); see docs/sharding.md",
+    )
     arguments = parser.parse_args()
     compilation_cache.enable()
     config = quick if arguments.quick else full
     if arguments.seed is not None:
         config = dataclasses.replace(config, seed=arguments.seed)
-    main(config)
+    mesh = None if arguments.devices is None else sharding.mesh(arguments.devices)
+    with sharding.training_mesh(mesh):
+        main(config)

@@ -16,6 +16,7 @@ from . import interpreter as interpreter
 from . import learning as learning
 from . import neurons as neurons
 from . import patching as patching
+from . import sharding as sharding
 from .capture import Captured as Captured
 from .capture import capture as capture
 from .cdt import Decomposed as Decomposed

@@ -16,6 +16,11 @@ Two choices guard against what the cache can do wrong:
 The tests cache every program, however short, without a size limit (`tests/conftest.py`): they build many functions
 anew whose programs were compiled before, and with a limit JAX lists the whole folder at every write, which costs
 more than the writes themselves once thousands of small programs are cached.
+
+The two kinds of cache live in separate subfolders, `bounded/` and `unbounded/`. JAX keeps an access-time file
+beside every entry only when there is a size limit, and its eviction fails on an entry without one, so a bounded
+process sharing a folder with the tests' entries could never write again (each write warned "Error writing
+persistent compilation cache entry").
 """
 
 import os
@@ -30,6 +35,9 @@ MAX_BYTES = 4 * 2**30
 
 MIN_COMPILE_SECONDS = 1.0
 """Programs that compile faster than this are not written to the cache."""
+
+BOUNDED, UNBOUNDED = "bounded", "unbounded"
+"""The subfolders of `location()` for caches with and without a size limit."""
 
 OFF = "off"
 """The value of `$JAXINTERP_JAX_CACHE` that switches the cache off."""
@@ -52,9 +60,11 @@ def enable(min_compile_seconds: float = MIN_COMPILE_SECONDS, max_bytes: int | No
     under which JAX locks the folder for every read and write and evicts the least recently used programs; `None`
     for no limit and no lock).
 
-    **Returns:** the folder in use, or `None` when the cache is off.
+    **Returns:** the folder in use (`location() / "bounded"` or `/ "unbounded"`), or `None` when the cache is off.
     """
     folder = location()
+    if folder is not None:
+        folder = folder / (UNBOUNDED if max_bytes is None else BOUNDED)
     if jax.config.jax_compilation_cache_dir is None and folder is not None:
         jax.config.update("jax_compilation_cache_dir", str(folder))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)

@@ -16,8 +16,11 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
+from jax.sharding import Mesh
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
+
+from . import sharding
 
 LossFn = Callable[[PyTree, PyTree, PRNGKeyArray], Float[Array, ""] | tuple[Float[Array, ""], PyTree]]
 """`loss_fn(model, batch, key) -> loss`, or `-> (loss, aux)` (with `has_aux=True`). For
@@ -40,6 +43,15 @@ class _TrainState(eqx.Module):
     history: dict[str, np.ndarray]
 
 
+def _sharded_batches(batches: Callable[[int], PyTree], mesh: Mesh) -> Callable[[int], PyTree]:
+    """`batches` with every batch split along its first axis across `mesh`'s devices."""
+
+    def sharded(step: int) -> PyTree:
+        return sharding.shard_batch(batches(step), mesh)
+
+    return sharded
+
+
 def train(
     model: PyTree,
     loss_fn: LossFn,
@@ -55,6 +67,7 @@ def train(
     check_finite: bool = True,
     description: str = "train",
     progress: bool = True,
+    mesh: Mesh | None = None,
 ) -> tuple[PyTree, dict[str, Any]]:
     """Train `model` for `steps` optimiser steps on `loss_fn`.
 
@@ -88,6 +101,10 @@ def train(
         loss is checked every few steps and before each checkpoint, so no such state is ever saved).
     - `description`, `progress`: the tqdm progress bar's label (also used in error messages), and whether to show
         it; its postfix shows the latest loss.
+    - `mesh`: a one-dimensional `jax.sharding.Mesh` (`jaxinterp.sharding.mesh()`) for data-parallel training:
+        each batch is split along its first axis across the devices, the parameters, average and optimiser state
+        are replicated, and XLA inserts the gradient all-reduce (`docs/sharding.md`). `None`: the mesh of an
+        enclosing `jaxinterp.sharding.training_mesh` context, if any, else one device.
 
     **Returns:** `(model, history)`. `model` is the moving average of the parameters if `ema_decay` is set, else
     the parameters after the last step. `history` maps `"loss"` and each metric of `loss_fn` to a NumPy array with
@@ -123,6 +140,10 @@ def train(
 
     history = _History(state.history, start)
     params, ema, opt_state = state.params, state.ema, state.opt_state
+    mesh = sharding.current_training_mesh() if mesh is None else mesh
+    if mesh is not None:
+        params, ema, opt_state = sharding.replicate((params, ema, opt_state), mesh)
+        batches = _sharded_batches(batches, mesh)
     started = time.perf_counter()
     first_step_s = 0.0
     with tqdm(total=steps, initial=start, desc=description, disable=not progress, leave=False) as bar:

@@ -34,10 +34,13 @@ def run(env_value: str) -> str:
 
 @pytest.mark.slow  # two fresh Python processes importing JAX
 def test_the_cache_is_locked_and_bounded_so_processes_can_share_it(tmp_path):
-    assert run(str(tmp_path)) == str(tmp_path)
-    # JAX reads and writes entries under this lock only when the cache has a size limit
-    assert (tmp_path / ".lockfile").exists()
-    assert any(path.name.endswith("-cache") for path in tmp_path.iterdir())
+    folder = tmp_path / compilation_cache.BOUNDED
+    assert run(str(tmp_path)) == str(folder)
+    # JAX reads and writes entries under this lock only when the cache has a size limit, and keeps each entry's
+    # access time beside it, which its eviction needs
+    assert (folder / ".lockfile").exists()
+    entries = [path.name.removesuffix("-cache") for path in folder.iterdir() if path.name.endswith("-cache")]
+    assert entries and all((folder / f"{entry}-atime").exists() for entry in entries)
 
 
 @pytest.mark.slow  # a fresh Python process importing JAX

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import hashlib
 import pathlib
+import shutil
 import time
 from collections.abc import Callable
 
@@ -27,12 +28,14 @@ from jaxinterp.training import LossFn, minibatches, train
 from models.cnn import CNN
 from models.score_net import ScoreUNet
 
+from . import config as config_names
 from .config import DaleLangevinConfig
 
 SLUG = "dale_langevin"
 SHARK_DRIFT_EVALUATIONS_PER_STEP = 2
 CHECKPOINT_VERSION = 2
 FINAL_LOSS_STEPS = 50
+PROCESS_ORDER = ("gbm", "ve", "vp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +107,7 @@ def diffusions(config: DaleLangevinConfig, train_pixels: np.ndarray) -> dict[str
         return lambda x, t: vp.score_from_noise(net(x, t), x, t)
 
     return {
-        "gbm": Diffusion(
+        PROCESS_ORDER[0]: Diffusion(
             lambda p: p + 1.0,
             lambda x: x - 1.0,
             gbm_score,
@@ -113,7 +116,7 @@ def diffusions(config: DaleLangevinConfig, train_pixels: np.ndarray) -> dict[str
             ),
             lambda shape, key: prior.sample(shape, key=key),
         ),
-        "ve": Diffusion(
+        PROCESS_ORDER[1]: Diffusion(
             lambda p: p,
             lambda x: x,
             ve_score,
@@ -122,7 +125,7 @@ def diffusions(config: DaleLangevinConfig, train_pixels: np.ndarray) -> dict[str
             ),
             lambda shape, key: ve.prior_sample(shape, key=key),
         ),
-        "vp": Diffusion(
+        PROCESS_ORDER[2]: Diffusion(
             lambda p: 2.0 * p - 1.0,
             lambda x: (x + 1.0) / 2.0,
             vp_score,
@@ -134,12 +137,38 @@ def diffusions(config: DaleLangevinConfig, train_pixels: np.ndarray) -> dict[str
     }
 
 
+SAMPLER_PROCESS = {
+    config_names.DALE_PAPER: "gbm",
+    config_names.DALE_REVERSE_SDE: "gbm",
+    config_names.AMBIENT_PAPER: "gbm",
+    config_names.AMBIENT_REVERSE_SDE: "gbm",
+    config_names.SHARK: "gbm",
+    config_names.VE_EULER: "ve",
+    config_names.VP_EULER: "vp",
+}
+
+
 def samplers(config: DaleLangevinConfig) -> dict[str, tuple[str, Callable]]:
-    """Each sampler: the diffusion whose network it uses, and `(score, x_init, key) -> (samples, nfe)`."""
+    """The samplers `config.samplers` names: for each, the diffusion whose network it uses, and
+    `(score, x_init, key) -> (samples, nfe)`."""
     process, ve, vp = processes(config)
     ts = jnp.linspace(1.0, 1.0 / config.num_levels, config.num_levels)
     n = config.num_levels
+    paper = config.paper_schedule()
     controller = diffrax.PIDController(rtol=config.adaptive_rtol, atol=config.adaptive_atol)
+    dale_paper = functools.partial(
+        gbm.dale_langevin_sample,
+        step_size=paper["dale_step"],
+        noise_decay=paper["noise_decay"],
+        denoising_steps=config.denoising_steps,
+    )
+    ambient_paper = functools.partial(
+        gbm.ambient_multiplicative_sample,
+        step_size=paper["ambient_step"],
+        steps_per_level=config.ambient_steps_per_level,
+        noise_decay=paper["noise_decay"],
+        denoising_steps=config.denoising_steps,
+    )
 
     def shark(score, x, key):
         samples, steps = gbm.reverse_sde_sample(
@@ -147,16 +176,22 @@ def samplers(config: DaleLangevinConfig) -> dict[str, tuple[str, Callable]]:
         )
         return samples, SHARK_DRIFT_EVALUATIONS_PER_STEP * steps + 1
 
-    return {
-        "Dale-Langevin (GBM)": ("gbm", lambda s, x, k: (gbm.dale_langevin_sample(s, process, x, ts, key=k), n)),
-        "ambient multiplicative (GBM)": (
-            "gbm",
-            lambda s, x, k: (gbm.ambient_multiplicative_sample(s, process, x, ts, key=k), n),
+    every = {
+        config_names.DALE_PAPER: lambda s, x, k: (dale_paper(s, process, x, ts, key=k), n + config.denoising_steps),
+        config_names.DALE_REVERSE_SDE: lambda s, x, k: (gbm.dale_langevin_sample(s, process, x, ts, key=k), n),
+        config_names.AMBIENT_PAPER: lambda s, x, k: (
+            ambient_paper(s, process, x, ts, key=k),
+            n * config.ambient_steps_per_level + config.denoising_steps,
         ),
-        "reverse SDE, diffrax ShARK adaptive (GBM)": ("gbm", shark),
-        "VE, Euler-Maruyama": ("ve", lambda s, x, k: (additive.euler_maruyama_sample(s, ve, x, ts, key=k), n)),
-        "VP, Euler-Maruyama": ("vp", lambda s, x, k: (additive.euler_maruyama_sample(s, vp, x, ts, key=k), n)),
+        config_names.AMBIENT_REVERSE_SDE: lambda s, x, k: (
+            gbm.ambient_multiplicative_sample(s, process, x, ts, key=k),
+            n,
+        ),
+        config_names.SHARK: shark,
+        config_names.VE_EULER: lambda s, x, k: (additive.euler_maruyama_sample(s, ve, x, ts, key=k), n),
+        config_names.VP_EULER: lambda s, x, k: (additive.euler_maruyama_sample(s, vp, x, ts, key=k), n),
     }
+    return {name: (SAMPLER_PROCESS[name], every[name]) for name in config.samplers}
 
 
 @functools.cache
@@ -269,18 +304,24 @@ def save_grid(path, panels: dict[str, np.ndarray], rows: int = 8) -> None:
     plt.close(fig)
 
 
-def evaluate(pixels, raw_positive, features_fn, test_features, train_flat, test_nn_median, config) -> dict:
-    """FID/KID against the test features, nearest-neighbour distances to the training set, and positivity: of
-    `x = pixel + 1` (the positive representation the GBM process works in) and of the pixels themselves."""
+def evaluate(pixels, raw_positive, classify, test_features, train_flat, test_nn_median, config) -> dict:
+    """FID/KID against the test features, recognisability (the fraction of samples the classifier gives one class
+    with probability at least `config.confidence`, and the classes it gives), nearest-neighbour distances to the
+    training set, and positivity: of `x = pixel + 1` (the positive representation the GBM process works in) and of
+    the pixels themselves. `classify(images)` returns the scaled features and the class probabilities."""
     finite = np.isfinite(pixels).all(axis=(1, 2, 3))
     clipped = np.clip(np.nan_to_num(pixels, nan=0.0), 0.0, 1.0)
-    features = features_fn(clipped)
+    features, probabilities = classify(clipped)
     kid, kid_std = kernel_distance(features, test_features, subset_size=min(200, len(features)), seed=config.seed)
     nn_distances, _ = nearest_neighbour_distances(clipped.reshape(len(clipped), -1), train_flat)
+    confident = probabilities.max(axis=1) >= config.confidence
+    predicted = probabilities.argmax(axis=1)
     return {
         "fid": frechet_distance(features, test_features),
         "kid": kid,
         "kid_std": kid_std,
+        "recognisable_fraction": float(np.mean(confident)),
+        "recognised_class_counts": np.bincount(predicted[confident], minlength=probabilities.shape[1]).tolist(),
         "nn_distance_median": float(np.median(nn_distances)),
         "nn_distance_ratio": float(np.median(nn_distances) / test_nn_median),
         "positive_fraction": float(np.mean(raw_positive > 0)),
@@ -288,6 +329,33 @@ def evaluate(pixels, raw_positive, features_fn, test_features, train_flat, test_
         "min_value": float(np.nanmin(raw_positive)),
         "finite_fraction": float(np.mean(finite)),
     }
+
+
+def save_class_grid(path, panels: dict[str, tuple[np.ndarray, np.ndarray]], per_class: int = 6) -> None:
+    """One PNG with a panel per sampler: row `c` shows the `per_class` images the classifier gives class `c` with
+    the highest probability (blank where fewer are assigned to it), the probability of each below it.
+
+    `panels` maps a title to `(images [n, 1, h, w] in [0, 1], class probabilities [n, classes])`.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.4 * len(panels), 4.4))
+    for ax, (title, (images, probabilities)) in zip(np.atleast_1d(axes), panels.items()):
+        n_classes = probabilities.shape[1]
+        h, w = images.shape[-2:]
+        grid = np.ones((n_classes * (h + 1) - 1, per_class * (w + 1) - 1))
+        predicted, confidence = probabilities.argmax(axis=1), probabilities.max(axis=1)
+        for c in range(n_classes):
+            members = np.flatnonzero(predicted == c)
+            members = members[np.argsort(-confidence[members])][:per_class]
+            for j, i in enumerate(members):
+                grid[c * (h + 1) : c * (h + 1) + h, j * (w + 1) : j * (w + 1) + w] = images[i, 0]
+        ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(title, fontsize=7)
+        ax.set_yticks([c * (h + 1) + h / 2 for c in range(n_classes)], [str(c) for c in range(n_classes)], fontsize=6)
+        ax.set_xticks([])
+    fig.suptitle("samples by the classifier's most probable class (row = class)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 TRAINING_FIELDS = (
@@ -318,65 +386,97 @@ def checkpoint_tag(config: DaleLangevinConfig) -> str:
     return hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
 
 
+def stage_checkpoint(folder: pathlib.Path, stem: str, steps: int, train_steps: int) -> pathlib.Path:
+    """The checkpoint of one training stage: `<stem>.eqx` for the last (`train_steps`), `<stem>.step<N>.eqx` for an
+    earlier stage of the FID curve."""
+    return folder / (f"{stem}.eqx" if steps == train_steps else f"{stem}.step{steps}.eqx")
+
+
 def run_dataset(name: str, config: DaleLangevinConfig, key) -> tuple[dict, list[dict]]:
-    """Train the classifier and the three score networks on one data set, run every sampler and evaluate it."""
+    """Train the classifier and the score networks the samplers need on one data set, run every sampler and
+    evaluate it; the metrics include where the run's time went."""
     out = results_dir(SLUG)
     checkpoints = out / "checkpoints" / checkpoint_tag(config)
+    stage_times = {}
     train_x, train_y, test_x, test_y = load(name, config.image_size)
     if config.train_size is not None:
         train_x, train_y = train_x[: config.train_size], train_y[: config.train_size]
     eval_x = test_x[np.random.default_rng(config.seed).permutation(len(test_x))[: config.eval_size]]
     classifier_key, net_key, sample_key = jr.split(key, 3)
 
+    start = time.perf_counter()
     classifier, accuracy, classifier_training = train_classifier(
         config, train_x, train_y, test_x, test_y, key=classifier_key, checkpoint=checkpoints / f"{name}_classifier.eqx"
     )
-    raw_features = eqx.filter_jit(lambda model, images: jax.vmap(model.features)(images))
-    feature_scale = float(np.std(np.asarray(raw_features(classifier, jnp.asarray(eval_x)))))
+    stage_times["classifier"] = time.perf_counter() - start
+    outputs = eqx.filter_jit(lambda model, images: jax.vmap(lambda x: (model.features(x), model(x)))(images))
+    feature_scale = float(np.std(np.asarray(outputs(classifier, jnp.asarray(eval_x))[0])))
 
-    def features_fn(images):
-        return np.asarray(raw_features(classifier, jnp.asarray(images))) / feature_scale
+    def classify(images):
+        features, logits = outputs(classifier, jnp.asarray(images))
+        return np.asarray(features) / feature_scale, np.asarray(jax.nn.softmax(logits, axis=-1))
 
-    test_features = features_fn(eval_x)
+    test_features, test_probabilities = classify(eval_x)
     train_flat = train_x.reshape(len(train_x), -1)
-    test_nn, _ = nearest_neighbour_distances(eval_x[: config.num_samples].reshape(config.num_samples, -1), train_flat)
+    n_reference = min(config.num_samples, len(eval_x))
+    test_nn, _ = nearest_neighbour_distances(eval_x[:n_reference].reshape(n_reference, -1), train_flat)
     test_nn_median = float(np.median(test_nn))
+    real_recognisable = float(np.mean(test_probabilities.max(axis=1) >= config.confidence))
 
-    procs = diffusions(config, train_x)
+    chosen = samplers(config)
+    needed = sorted({proc_name for proc_name, _ in chosen.values()}, key=list(PROCESS_ORDER).index)
+    procs = {
+        proc_name: diffusion for proc_name, diffusion in diffusions(config, train_x).items() if proc_name in needed
+    }
     nets, training = {}, {"classifier": classifier_training}
-    for i, (proc_name, diffusion) in enumerate(procs.items()):
-        init_key, train_key = jr.split(jr.fold_in(net_key, i))
+    budgets = sorted(set(config.curve_steps) | {config.train_steps})
+    snapshots = {}  # (process, training steps) -> the weight-averaged network after that many steps
+    for proc_name, diffusion in procs.items():
+        init_key, train_key = jr.split(jr.fold_in(net_key, PROCESS_ORDER.index(proc_name)))
         net = ScoreUNet(1, config.widths, config.embed_dim, key=init_key)
-        nets[proc_name], training[proc_name] = train_network(
-            net,
-            diffusion.loss,
-            diffusion.encode(train_x),
-            config,
-            steps=config.train_steps,
-            key=train_key,
-            checkpoint=checkpoints / f"{name}_{proc_name}.eqx",
-            description=f"{name} {proc_name}",
-        )
+        start = time.perf_counter()
+        # Training in stages, each continuing the previous stage's checkpoint, reproduces one uninterrupted run
+        # exactly; every stage keeps a checkpoint of its own, so a rerun loads each stage's network again.
+        previous = None
+        for steps in budgets:
+            path = stage_checkpoint(checkpoints, f"{name}_{proc_name}", steps, config.train_steps)
+            if not path.exists() and previous is not None and previous.exists():
+                shutil.copyfile(previous, path)
+            snapshots[proc_name, steps], training[proc_name] = train_network(
+                net,
+                diffusion.loss,
+                diffusion.encode(train_x),
+                config,
+                steps=steps,
+                key=train_key,
+                checkpoint=path,
+                description=f"{name} {proc_name}",
+            )
+            previous = path
+        nets[proc_name] = snapshots[proc_name, config.train_steps]
+        stage_times[f"train {proc_name}"] = time.perf_counter() - start
 
     data_idx = np.random.default_rng(config.seed).choice(len(train_x), config.num_samples, replace=False)
     data_pixels = train_x[data_idx]
     metrics = {
         "classifier_test_accuracy": accuracy,
+        "real_test_recognisable_fraction": real_recognisable,
         "final_losses": {net: summary["final_loss"] for net, summary in training.items() if net != "classifier"},
         "training": training,
         "reference_nn_distance_median": test_nn_median,
         "samplers": {},
     }
-    reference = evaluate(data_pixels, data_pixels + 1.0, features_fn, test_features, train_flat, test_nn_median, config)
+    reference = evaluate(data_pixels, data_pixels + 1.0, classify, test_features, train_flat, test_nn_median, config)
     reference["nn_distance_ratio"] = None
     metrics["samplers"]["training images (reference)"] = reference
-    table = [_row(name, "training images (reference)", reference, 0, 0.0)]
+    table = [_row(name, "training images (reference)", reference, 0, 0.0, real_recognisable)]
     panels = {"training images": data_pixels}
+    class_panels = {"test images": (eval_x[: config.num_samples], test_probabilities[: config.num_samples])}
     shape = (config.num_samples,) + train_x.shape[1:]
 
-    for j, (sampler_name, (proc_name, sample)) in enumerate(samplers(config).items()):
+    for sampler_name, (proc_name, sample) in chosen.items():
         diffusion = procs[proc_name]
-        prior_key, noise_key = jr.split(jr.fold_in(sample_key, j))
+        prior_key, noise_key = jr.split(jr.fold_in(sample_key, config_names.SAMPLERS.index(sampler_name)))
         x_init = diffusion.prior(shape, prior_key)
         params, static = eqx.partition(nets[proc_name], eqx.is_inexact_array)
 
@@ -384,24 +484,94 @@ def run_dataset(name: str, config: DaleLangevinConfig, key) -> tuple[dict, list[
             return sample(diffusion.score(eqx.combine(params, static)), x_init, key)
 
         (state, nfe), compile_s, run_s = _timed(sample_fn, params, x_init, noise_key)
+        stage_times[f"sample {sampler_name}"] = compile_s + run_s
         state = np.asarray(state)
         pixels = np.asarray(diffusion.decode(state))
-        result = evaluate(pixels, pixels + 1.0, features_fn, test_features, train_flat, test_nn_median, config)
-        result.update(nfe=int(nfe), sampling_time_s=run_s, compile_time_s=compile_s)
+        result = evaluate(pixels, pixels + 1.0, classify, test_features, train_flat, test_nn_median, config)
+        result.update(
+            nfe=int(nfe),
+            sampling_time_s=run_s,
+            compile_time_s=compile_s,
+            network_ms_per_image=1e3 * run_s / (int(nfe) * config.num_samples),
+            recognisability_vs_real=result["recognisable_fraction"] / max(real_recognisable, 1e-12),
+        )
         metrics["samplers"][sampler_name] = result
-        table.append(_row(name, sampler_name, result, int(nfe), run_s))
-        panels[sampler_name] = np.clip(np.nan_to_num(pixels), 0.0, 1.0)
+        table.append(_row(name, sampler_name, result, int(nfe), run_s, real_recognisable))
+        clipped = np.clip(np.nan_to_num(pixels), 0.0, 1.0)
+        panels[sampler_name] = clipped
+        class_panels[sampler_name] = (clipped, classify(clipped)[1])
 
+    if config_names.VP_EULER in metrics["samplers"]:
+        vp_fid = metrics["samplers"][config_names.VP_EULER]["fid"]
+        for result in metrics["samplers"].values():
+            result["fid_vs_vp"] = result["fid"] / vp_fid
+    if config.curve_steps or config.curve_levels:
+        start = time.perf_counter()
+        metrics["fid_curve"] = fid_curve(
+            config, procs, snapshots, budgets, train_x.shape[1:], classify, test_features, sample_key
+        )
+        stage_times["FID curve"] = time.perf_counter() - start
     save_grid(out / f"samples_{name}.png", panels)
+    save_class_grid(out / f"classes_{name}.png", class_panels)
+    metrics["time_breakdown_s"] = stage_times
+    metrics["train_step_s"] = {proc_name: _steady_step_seconds(summary) for proc_name, summary in training.items()}
     return metrics, table
 
 
-def _row(dataset: str, sampler: str, result: dict, nfe: int, seconds: float) -> dict:
+def fid_curve(config, procs, snapshots, budgets, image_shape, classify, test_features, key) -> list[dict]:
+    """FID of `config.curve_samplers` against training budget and noise levels: every training step count in
+    `budgets` (the networks of `snapshots`) at every level count in `config.curve_levels`, with
+    `config.curve_samples` samples each (images of `image_shape`).
+
+    **Returns:** one record per point: sampler, steps, levels, FID, KID and the recognisable fraction.
+    """
+    records = []
+    for levels in config.curve_levels:
+        chosen = samplers(dataclasses.replace(config, num_levels=levels, samplers=config.curve_samplers))
+        for steps in budgets:
+            for sampler_name, (proc_name, sample) in chosen.items():
+                diffusion = procs[proc_name]
+                point_key = jr.fold_in(jr.fold_in(key, levels), config_names.SAMPLERS.index(sampler_name))
+                prior_key, noise_key = jr.split(point_key)
+                x_init = diffusion.prior((config.curve_samples, *image_shape), prior_key)
+                params, static = eqx.partition(snapshots[proc_name, steps], eqx.is_inexact_array)
+
+                def sample_fn(params, x_init, key, static=static, diffusion=diffusion, sample=sample):
+                    return sample(diffusion.score(eqx.combine(params, static)), x_init, key)
+
+                state, _ = jax.jit(sample_fn)(params, x_init, noise_key)
+                pixels = np.clip(np.nan_to_num(np.asarray(diffusion.decode(np.asarray(state)))), 0.0, 1.0)
+                features, probabilities = classify(pixels)
+                kid, _ = kernel_distance(features, test_features, subset_size=min(100, len(features)), seed=config.seed)
+                records.append(
+                    {
+                        "sampler": sampler_name,
+                        "steps": steps,
+                        "levels": levels,
+                        "fid": frechet_distance(features, test_features),
+                        "kid": kid,
+                        "recognisable_fraction": float(np.mean(probabilities.max(axis=1) >= config.confidence)),
+                    }
+                )
+    return records
+
+
+def _steady_step_seconds(summary: dict) -> float | None:
+    """Seconds per training step after the first (which includes compilation); `None` with fewer than two new
+    steps."""
+    new_steps = summary["steps"] - summary["resumed_from_step"]
+    if new_steps < 2:
+        return None
+    return (summary["wall_time_s"] - summary["first_step_s"]) / (new_steps - 1)
+
+
+def _row(dataset: str, sampler: str, result: dict, nfe: int, seconds: float, real_recognisable: float) -> dict:
     return {
         "dataset": dataset,
         "sampler": sampler,
         "FID (classifier features)": result["fid"],
         "KID x1e3": 1e3 * result["kid"],
+        f"recognisable (real test {real_recognisable:.2f})": result["recognisable_fraction"],
         "NFE": nfe,
         "sampling s": seconds,
         "x > 0 fraction": result["positive_fraction"],

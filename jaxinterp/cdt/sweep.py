@@ -17,8 +17,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from .. import _compat
+from ..sharding import map_items
 from ..sites import tag_p
 from . import rules as R
 from .decomposition import Data, Program, _Decomposer, _plain, checked_options, forward_values
@@ -141,6 +143,7 @@ class Swept(eqx.Module):
     fallback: str | None = eqx.field(static=True)
     memory_budget: int = eqx.field(static=True)
     one_stream: bool = eqx.field(static=True)
+    mesh: Mesh | None = eqx.field(static=True, default=None)
 
     @property
     def labels(self) -> list:
@@ -185,7 +188,7 @@ class Swept(eqx.Module):
                 return parts if forward is None else parts.rel  # one stream: irr from the forward, below
 
             masks = tuple(jnp.asarray(s.mask) for s in stack.sites)
-            results.append(jax.lax.map(one_set, masks, batch_size=self._chunk(stack, per_set)))
+            results.append(map_items(one_set, masks, batch_size=self._chunk(stack, per_set), mesh=self.mesh))
         stacked = jax.tree_util.tree_map(lambda *parts: jnp.concatenate(parts), *results)
         if forward is None:
             return stacked
@@ -229,6 +232,7 @@ def cd_sweep(
     fallback: str | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     streams: int | None = None,
+    mesh: Mesh | None = None,
 ) -> Swept:
     """Contextual decomposition of `f` for many source sets at once (`docs/cd.md#sweeps`).
 
@@ -242,6 +246,9 @@ def cd_sweep(
     - `streams`: `1` to carry only the relevant part per set (the irrelevant part is the forward's value minus it),
       `2` to carry both; `None` chooses 1 for exact rules and 2 for the published bias split, whose parts do not
       add up to the forward.
+    - `mesh`: a one-dimensional `jax.sharding.Mesh` (`jaxinterp.sharding.mesh()`) to split the source sets across
+      its devices with the weights replicated (`docs/sharding.md`); the memory budget is then per device. `None`:
+      one device.
 
     **Returns:** a function with `f`'s signature returning `Pair(rel, irr)` whose leaves have a leading axis over
     the source sets of all stacks, in order (`Swept.labels`): entry `i` equals `cd(f, source set i, ...)`. Composes
@@ -265,4 +272,6 @@ def cd_sweep(
             "one stream would not equal cd; use streams=2 (or None)"
         )
     one_stream = rules.exact if streams is None else streams == 1
-    return Swept(f, stacks, targets, rules, fallback, memory_budget, one_stream)
+    if mesh is not None and not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh (e.g. jaxinterp.sharding.mesh()), got {type(mesh).__name__}")
+    return Swept(f, stacks, targets, rules, fallback, memory_budget, one_stream, mesh)

@@ -15,8 +15,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from .. import sharding
 from ..capture import capture
 
 MANIFEST = "manifest.json"
@@ -252,6 +254,7 @@ def build_activation_store(
     settings: StoreSettings,
     *,
     progress: bool = True,
+    mesh: Mesh | None = None,
 ) -> ActivationStore:
     """Compute `model`'s activations at `settings.sites` for every token of `texts` and write them to `folder` in
     chunks; a folder already holding a store of the same settings and texts is resumed (finished chunks are
@@ -267,6 +270,9 @@ def build_activation_store(
     - `texts`: the corpus (e.g. `jaxinterp.data.sst2()[0]`); texts with no token are skipped.
     - `settings`: a `StoreSettings`.
     - `progress`: a tqdm bar over the tokens.
+    - `mesh`: a one-dimensional `jax.sharding.Mesh` to run the forward passes data-parallel: each batch of texts
+      is split across its devices (padded to a multiple of the device count) and the model is replicated. The
+      store's contents do not depend on it.
 
     **Returns:** the `ActivationStore`. Its `manifest["build"]` records this run's tokens, seconds and
     `tokens_per_s` (forward, transfer and writing included).
@@ -291,6 +297,9 @@ def build_activation_store(
 
     blocks = _deepest_layer(settings.sites)
     run = _forward(model, tuple(settings.sites), None if blocks is None else blocks + 1)
+    n_devices = 1 if mesh is None else mesh.devices.size
+    if mesh is not None:
+        model = sharding.replicate(model, mesh)
 
     if (folder / MANIFEST).is_file():
         store = ActivationStore(folder)
@@ -334,7 +343,7 @@ def build_activation_store(
             for i in members:
                 by_width.setdefault(_width(int(lengths[i]), settings.context), []).append(i)
             for width, group in sorted(by_width.items()):
-                per_batch = max(1, settings.batch_tokens // width)
+                per_batch = -(-max(1, settings.batch_tokens // width) // n_devices) * n_devices
                 for begin in range(0, len(group), per_batch):
                     batch = group[begin : begin + per_batch]
                     tokens = np.zeros((per_batch, width), np.int32)
@@ -343,7 +352,8 @@ def build_activation_store(
                         tokens[row, : lengths[i]] = ids[i]
                         mask[row, : lengths[i]] = True
                     mask[len(batch) :, 0] = True  # padding rows, never kept
-                    out = jax.device_get(run(model, tokens, mask))
+                    placed = (tokens, mask) if mesh is None else sharding.shard_batch((tokens, mask), mesh)
+                    out = jax.device_get(run(model, *placed))
                     keep = mask[: len(batch)]
                     for site in settings.sites:
                         values[site].append(out[site][: len(batch)][keep].astype(dtype))

@@ -482,6 +482,7 @@ def train_sae(
     sae: SparseAutoencoder | None = None,
     checkpoint: Any = None,
     progress: bool = True,
+    mesh: Any = None,
 ) -> tuple[SparseAutoencoder, dict[str, Any]]:
     """Train a sparse autoencoder on activations with `jaxinterp.train`: one jitted step takes the loss, its
     gradient, the clipped Adam update, the decoder constraint and the running statistics.
@@ -498,6 +499,8 @@ def train_sae(
     - `checkpoint`: a file to save to and resume from (see `jaxinterp.train`; an iterable of batches starts again
       from its first batch on resume).
     - `progress`: show a progress bar.
+    - `mesh`: a one-dimensional `jax.sharding.Mesh` for data-parallel training (each batch split across its
+      devices, the SAE replicated; see `jaxinterp.train`), or `None`.
 
     **Returns:** `(sae, history)`. The trained `SparseAutoencoder`, in inference form as SAELens saves it: TopK's
     and BatchTopK's decoder norms folded into the encoder when trained with `rescale_acts_by_decoder_norm`, and
@@ -543,6 +546,7 @@ def train_sae(
         checkpoint=checkpoint,
         description=f"{config.architecture} SAE",
         progress=progress,
+        mesh=mesh,
     )
     history["feature_sparsity"] = np.asarray(trainee.fired) / max(seen[0], 1)
     history["tokens"] = seen[0]

@@ -11,8 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.sharding import Mesh
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
+from .. import sharding
 from .clustering import kmeans
 
 INITS = ("random", "kmeans", "svd")
@@ -196,6 +198,7 @@ def snmf(
     tolerance: float = 1e-4,
     reg: float = 1e-6,
     eps: float = 1e-6,
+    mesh: Mesh | None = None,
 ) -> SNMF:
     """Semi-NMF of activations `x` (rows are examples, e.g. tokens' MLP activations): `x ~ G @ F.T` with
     `G >= 0`, by the official algorithm of P5. Each iteration:
@@ -217,6 +220,8 @@ def snmf(
     - `sparsity`: the fraction of each feature's `d` entries kept (the official default 1%).
     - `max_iterations`, `patience`, `tolerance`: the stopping rule.
     - `reg`: the ridge added to `G^T G`; `eps`: the guard in the multiplicative update's denominator.
+    - `mesh`: a one-dimensional `jax.sharding.Mesh` to fit data-parallel: the rows of `x` and of `G` are split
+      across its devices, `F` is replicated, and XLA reduces `X^T G` and `G^T G` across them (`docs/sharding.md`).
 
     **Returns:** an `SNMF` holding the factors of the best iteration and the loss trajectory.
     """
@@ -241,8 +246,11 @@ def snmf(
         if not bool(jnp.all(G0 >= 0)) or not bool(jnp.all(jnp.isfinite(G0))):
             raise ValueError("snmf: G0 must be finite and non-negative")
     squared_norm = jnp.asarray(np.sum(np.square(np.asarray(x, np.float64))), x.dtype)
+    xt = x.T
+    if mesh is not None:
+        xt, G0 = sharding.shard_along(xt, mesh, dim=1), sharding.shard_along(G0, mesh, dim=0)
     return _fit(
-        x.T,
+        xt,
         squared_norm,
         G0,
         kept_per_feature(d, sparsity),

@@ -8,9 +8,11 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from ..capture import capture
 from ..intervene import intervene
+from ..sharding import map_items
 from ..sites import resolve_patterns, site_names
 
 
@@ -80,6 +82,7 @@ def activation_sweep(
     *,
     by: str = "all_pos",
     batch_size: int | None = 64,
+    mesh: Mesh | None = None,
 ) -> jax.Array:
     """Activation patching at every layer's site of one kind, swept over heads, positions or pattern entries.
 
@@ -99,6 +102,8 @@ def activation_sweep(
     - `by`: `"all_pos"` (a head at every position at once, or the whole site for the residual kinds), `"pos"`
       (one position, and one head for head kinds) or `"dest_src"` (one entry of one head's attention pattern).
     - `batch_size`: patches evaluated together (memory grows with it); `None` for all of a layer's at once.
+    - `mesh`: a one-dimensional `jax.sharding.Mesh` (`jaxinterp.sharding.mesh()`) to split each layer's patches
+      across its devices, the weights replicated (`batch_size` is then per device); `None`: one device.
 
     **Returns:** the metric of every patched run, `[layers, *swept]`: `[layers]` for a residual kind over all
     positions, `[layers, pos]` by position, `[layers, heads]` for heads over all positions, `[layers, pos, heads]`
@@ -111,11 +116,13 @@ def activation_sweep(
     names = resolve_patterns([SITE_KINDS[kind].pattern], site_names(f, *example))[SITE_KINDS[kind].pattern]
     names = sorted(names, key=_layer_of)
 
-    return _sweep(f, metric, tuple(names), kind_axes, swept, batch_size, inputs, patch_inputs)
+    if mesh is not None and not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh (e.g. jaxinterp.sharding.mesh()), got {type(mesh).__name__}")
+    return _sweep(f, metric, tuple(names), kind_axes, swept, batch_size, mesh, inputs, patch_inputs)
 
 
 @eqx.filter_jit
-def _sweep(f, metric, names, kind_axes, swept, batch_size, inputs, patch_inputs):
+def _sweep(f, metric, names, kind_axes, swept, batch_size, mesh, inputs, patch_inputs):
     """The compiled sweep (one compilation per model structure, metric, kind and sizes)."""
     _, patched_values = jax.vmap(capture(f, *names))(*patch_inputs)
     per_layer = []
@@ -136,5 +143,5 @@ def _sweep(f, metric, names, kind_axes, swept, batch_size, inputs, patch_inputs)
 
             return metric(jax.vmap(one)(inputs, value))
 
-        per_layer.append(jax.lax.map(patched_metric, grid, batch_size=batch_size).reshape(sizes))
+        per_layer.append(map_items(patched_metric, grid, batch_size=batch_size, mesh=mesh).reshape(sizes))
     return jnp.stack(per_layer)

@@ -105,3 +105,17 @@ def test_neuron_decoding_benchmark_quick_run_writes_its_figures():
     (dog,) = record["clamping"]
     assert dog["layer"] == 29 and " dog" in dog["top_tokens"]
     assert dog["effects"][0]["top_shift_nats"] > 0
+
+
+def test_sharded_sweep_benchmark_quick_run_splits_the_sweep_and_keeps_its_results():
+    """`sharded_sweep --quick` on 1 and 2 forced host devices: both runs time positive, the 2-device run used two
+    devices, and its decomposition equals the one-device run's to float32 rounding."""
+    from experiments.benchmarks import sharded_sweep
+
+    record = sharded_sweep.main(quick=True, counts=(1, 2))
+    assert json.loads((results_dir("benchmarks") / "sharded_sweep.json").read_text())["runs"] == record["runs"]
+    assert [run["devices"] for run in record["runs"]] == [1, 2]
+    for run in record["runs"]:
+        assert run["source_sets"] == 16
+        assert all(positive_finite(run[key]) for key in ("wall_s", "cpu_s", "compile_s"))
+        assert run["max_abs_difference_from_first"] <= 1e-5

@@ -9,7 +9,17 @@ import jax.random as jr
 import numpy as np
 import pytest
 
-from experiments.dale_langevin.config import DaleLangevinConfig
+from experiments.dale_langevin.config import (
+    AMBIENT_PAPER,
+    AMBIENT_REVERSE_SDE,
+    DALE_PAPER,
+    DALE_REVERSE_SDE,
+    SAMPLERS,
+    SHARK,
+    VE_EULER,
+    VP_EULER,
+    DaleLangevinConfig,
+)
 from experiments.dale_langevin.run import SHARK_DRIFT_EVALUATIONS_PER_STEP, SLUG, main, train_network
 from experiments.record import results_dir
 from jaxinterp.dynamics import gbm
@@ -68,32 +78,64 @@ def test_smoke_run_writes_results_and_keeps_dale_samples_positive():
         num_samples=16,
         eval_size=32,
         checkpoint_every=1,
+        denoising_steps=2,
+        curve_steps=(1,),
+        curve_levels=(2,),
+        curve_samples=16,
     )
     metrics = main(config)
     out = results_dir(SLUG)
     record = json.loads((out / "results.json").read_text())
     assert record["config"]["num_levels"] == 3
     assert (out / "samples_digits.png").stat().st_size > 0
-    assert (out / "results.md").read_text().count("| digits |") == 6
-    training = record["metrics"]["digits"]["training"]
+    assert (out / "classes_digits.png").stat().st_size > 0
+    assert (out / "results.md").read_text().count("| digits |") == 1 + len(SAMPLERS)
+    digits = metrics["digits"]
+    training = digits["training"]
     assert set(training) == {"classifier", "gbm", "ve", "vp"}
     assert training["classifier"]["steps"] == 2 and len(training["gbm"]["loss"]) == 2
     assert all(np.isfinite(t["final_loss"]) and t["wall_time_s"] > 0 for t in training.values())
-    samplers = metrics["digits"]["samplers"]
-    assert set(samplers) == {
-        "training images (reference)",
-        "Dale-Langevin (GBM)",
-        "ambient multiplicative (GBM)",
-        "reverse SDE, diffrax ShARK adaptive (GBM)",
-        "VE, Euler-Maruyama",
-        "VP, Euler-Maruyama",
+    assert set(digits["time_breakdown_s"]) == {"classifier", "train gbm", "train ve", "train vp", "FID curve"} | {
+        f"sample {name}" for name in SAMPLERS
     }
-    for name in ("Dale-Langevin (GBM)", "ambient multiplicative (GBM)", "VE, Euler-Maruyama", "VP, Euler-Maruyama"):
-        assert samplers[name]["nfe"] == 3
-    assert samplers["reverse SDE, diffrax ShARK adaptive (GBM)"]["nfe"] >= 3
-    dale = samplers["Dale-Langevin (GBM)"]
-    assert dale["positive_fraction"] == 1.0 and dale["min_value"] > 0
-    assert all(np.isfinite(s["fid"]) and s["fid"] >= 0 for s in samplers.values())
+    assert 0.0 <= digits["real_test_recognisable_fraction"] <= 1.0
+    samplers = digits["samplers"]
+    assert set(samplers) == {"training images (reference)", *SAMPLERS}
+    paper_nfe = {DALE_PAPER: 3 + 2, AMBIENT_PAPER: 3 * config.ambient_steps_per_level + 2}
+    for name in (DALE_PAPER, DALE_REVERSE_SDE, AMBIENT_PAPER, AMBIENT_REVERSE_SDE, VE_EULER, VP_EULER):
+        assert samplers[name]["nfe"] == paper_nfe.get(name, 3)
+    assert samplers[SHARK]["nfe"] >= 3
+    for name in (DALE_PAPER, DALE_REVERSE_SDE):
+        assert samplers[name]["positive_fraction"] == 1.0 and samplers[name]["min_value"] > 0
+    for result in samplers.values():
+        assert np.isfinite(result["fid"]) and result["fid"] >= 0
+        assert 0.0 <= result["recognisable_fraction"] <= 1.0
+        assert sum(result["recognised_class_counts"]) == round(result["recognisable_fraction"] * 16)
+    assert samplers[VP_EULER]["fid_vs_vp"] == 1.0
+    # the FID curve: both curve samplers after 1 and after 2 training steps, at 2 levels
+    curve = {(point["sampler"], point["steps"], point["levels"]) for point in digits["fid_curve"]}
+    assert curve == {(name, steps, 2) for name in config.curve_samplers for steps in (1, 2)}
+    assert all(np.isfinite(point["fid"]) for point in digits["fid_curve"])
+    # a second run loads every stage's network from its checkpoint and gives the same numbers
+    again = main(config)["digits"]
+    assert again["fid_curve"] == digits["fid_curve"]
+    assert {k: v["fid"] for k, v in again["samplers"].items()} == {k: v["fid"] for k, v in samplers.items()}
+    assert all(again["training"][net]["resumed_from_step"] == 2 for net in ("gbm", "ve", "vp"))
+
+
+def test_sampler_names_and_the_paper_schedule_are_checked():
+    with pytest.raises(ValueError, match="unknown samplers"):
+        DaleLangevinConfig(samplers=("Dale",))
+    with pytest.raises(ValueError, match="image_size"):
+        DaleLangevinConfig(image_size=10)
+    # the official MNIST schedule at 1,000 levels; at 100 levels the step and the decay compound over ten levels
+    assert DaleLangevinConfig().paper_schedule() == {
+        "dale_step": 6.165e-4,
+        "ambient_step": 1.438e-4,
+        "noise_decay": 0.995,
+    }
+    coarse = dataclasses.replace(DaleLangevinConfig(), num_levels=100).paper_schedule()
+    assert coarse["dale_step"] == pytest.approx(6.165e-3) and coarse["noise_decay"] == pytest.approx(0.995**10)
 
 
 def test_shark_nfe_count_used_by_the_experiment():

@@ -66,16 +66,30 @@ def _multiplicative_sample(
     key: PRNGKeyArray,
     step_size: float | None,
     steps_per_level: int,
+    noise_decay: float,
+    denoising_steps: int,
 ) -> Float[Array, " batch *shape"]:
+    if steps_per_level < 1 or denoising_steps < 0:
+        raise ValueError(
+            f"steps_per_level must be at least 1 and denoising_steps at least 0, got {steps_per_level} and "
+            f"{denoising_steps}"
+        )
+    if not 0.0 <= noise_decay <= 1.0:
+        raise ValueError(f"noise_decay must lie in [0, 1], got {noise_decay}")
     ts = jnp.asarray(ts)
     x_init = jnp.asarray(x_init)
     if step_size is None:
         deltas = ts - jnp.append(ts[1:], 0.0)
     else:
         deltas = jnp.full_like(ts, step_size)
+    level_noise = noise_decay ** jnp.arange(ts.shape[0], dtype=ts.dtype)
     times = jnp.repeat(ts, steps_per_level)
     deltas = jnp.repeat(deltas, steps_per_level)
-    noise_scale = jnp.ones_like(times).at[-1].set(0.0)
+    noise_scale = jnp.repeat(level_noise, steps_per_level).at[-1].set(0.0)
+    # Noise-free steps at the last level, the official code's "Tweedie" denoiser.
+    times = jnp.concatenate([times, jnp.full((denoising_steps,), ts[-1])])
+    deltas = jnp.concatenate([deltas, jnp.full((denoising_steps,), deltas[-1])])
+    noise_scale = jnp.concatenate([noise_scale, jnp.zeros((denoising_steps,), ts.dtype)])
     keys = jr.split(key, times.shape[0])
     batched_score = jax.vmap(score_fn, in_axes=(0, None))
 
@@ -97,13 +111,17 @@ def dale_langevin_sample(
     key: PRNGKeyArray,
     step_size: float | None = None,
     steps_per_level: int = 1,
+    noise_decay: float = 1.0,
+    denoising_steps: int = 0,
 ) -> Float[Array, " batch *shape"]:
     """Sample with the Dale-Langevin (exponentiated, log-space) update, one `lax.scan` over the levels.
 
     At level `k` the score is evaluated at time `ts[k]` and `steps_per_level` updates of size `delta_k` are taken;
     the very last update adds no noise. With `step_size=None` the step is `delta_k = ts[k] - ts[k+1]` (and `ts[-1]`
     for the last level), which makes the sampler Euler-Maruyama for the reverse-time SDE of `log X` from `ts[0]` to 0.
-    A fixed `step_size` with several steps per level is the paper's annealed-Langevin variant.
+    A fixed `step_size` with several steps per level, and noise multiplied by `noise_decay` at every level, is the
+    paper's annealed-Langevin variant; `denoising_steps` noise-free steps at the last level follow, as in the
+    official code's Tweedie denoiser.
 
     **Arguments:**
 
@@ -114,10 +132,14 @@ def dale_langevin_sample(
     - `key`: a JAX PRNG key for the noise.
     - `step_size`: a fixed step size, or `None` for the level spacing.
     - `steps_per_level`: updates per level.
+    - `noise_decay`: the noise of level `k` is scaled by `noise_decay**k` (1: the reverse SDE's noise throughout).
+    - `denoising_steps`: noise-free updates at the last level after the levels are done.
 
-    **Returns:** the samples; the number of score evaluations is `len(ts) * steps_per_level`.
+    **Returns:** the samples; the number of score evaluations is `len(ts) * steps_per_level + denoising_steps`.
     """
-    return _multiplicative_sample(dale_langevin_step, score_fn, process, x_init, ts, key, step_size, steps_per_level)
+    return _multiplicative_sample(
+        dale_langevin_step, score_fn, process, x_init, ts, key, step_size, steps_per_level, noise_decay, denoising_steps
+    )
 
 
 def ambient_multiplicative_sample(
@@ -129,6 +151,8 @@ def ambient_multiplicative_sample(
     key: PRNGKeyArray,
     step_size: float | None = None,
     steps_per_level: int = 1,
+    noise_decay: float = 1.0,
+    denoising_steps: int = 0,
 ) -> Float[Array, " batch *shape"]:
     """Sample with the ambient multiplicative update (Euler-Maruyama for the reverse-time SDE of `X`).
 
@@ -137,5 +161,14 @@ def ambient_multiplicative_sample(
     small steps but not exactly.
     """
     return _multiplicative_sample(
-        ambient_multiplicative_step, score_fn, process, x_init, ts, key, step_size, steps_per_level
+        ambient_multiplicative_step,
+        score_fn,
+        process,
+        x_init,
+        ts,
+        key,
+        step_size,
+        steps_per_level,
+        noise_decay,
+        denoising_steps,
     )
