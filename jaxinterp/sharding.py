@@ -47,9 +47,19 @@ def mesh(devices: Sequence[jax.Device] | int | None = None, axis: str = AXIS) ->
     return Mesh(np.asarray(chosen), (axis,), axis_types=(AxisType.Auto,))
 
 
+def check_mesh(mesh_: Mesh | None) -> Mesh | None:
+    """`mesh_` itself when it is `None` or a one-dimensional `jax.sharding.Mesh`; otherwise a `TypeError` (not a
+    mesh) or a `ValueError` (more than one axis). The entry points that take `mesh=` call it first."""
+    if mesh_ is not None:
+        _axis_of(mesh_)
+    return mesh_
+
+
 def _axis_of(mesh_: Mesh) -> str:
     if not isinstance(mesh_, Mesh):
-        raise TypeError(f"expected a jax.sharding.Mesh (e.g. jaxinterp.sharding.mesh()), got {type(mesh_).__name__}")
+        raise TypeError(
+            f"mesh must be a jax.sharding.Mesh (e.g. jaxinterp.sharding.mesh()), got {type(mesh_).__name__}"
+        )
     if len(mesh_.axis_names) != 1:
         raise ValueError(
             f"sweeps and data-parallel training use a one-dimensional mesh; this one has axes {mesh_.axis_names}"
@@ -101,35 +111,29 @@ def map_items(fn: Callable, items: Any, *, batch_size: int | None, mesh: Mesh | 
 
 
 def shard_along(x: Any, mesh: Mesh, dim: int = 0) -> jax.Array:
-    """Place one array on `mesh` split along its axis `dim` (replicated when the device count does not divide that
-    axis's length).
+    """Place one array on `mesh` split along its axis `dim`; replicated when it has no such axis or the device
+    count does not divide that axis's length.
 
     **Returns:** the sharded `jax.Array`.
     """
     axis = _axis_of(mesh)
-    x = jnp.asarray(x)
+    x = x if isinstance(x, (jax.Array, np.ndarray)) else np.asarray(x)
     spec = [None] * x.ndim
-    if x.shape[dim] % mesh.devices.size == 0:
+    if x.ndim > dim and x.shape[dim] % mesh.devices.size == 0:
         spec[dim] = axis
     return jax.device_put(x, NamedSharding(mesh, P(*spec)))
 
 
 def shard_batch(batch: Any, mesh: Mesh) -> Any:
-    """Place a batch on `mesh` split along its first axis (data parallelism); leaves without a leading axis, or
-    whose first axis the device count does not divide, are replicated instead.
+    """Place a batch on `mesh` split along its first axis (data parallelism, `shard_along` of every array);
+    other leaves are kept.
 
     **Returns:** the batch as sharded `jax.Array`s.
     """
-    axis = _axis_of(mesh)
-    n_devices = mesh.devices.size
-
-    def place(x):
-        if not isinstance(x, (jax.Array, np.ndarray)):
-            return x
-        spec = P(axis) if x.ndim >= 1 and x.shape[0] % n_devices == 0 else P()
-        return jax.device_put(x, NamedSharding(mesh, spec))
-
-    return jax.tree_util.tree_map(place, batch)
+    _axis_of(mesh)
+    return jax.tree_util.tree_map(
+        lambda x: shard_along(x, mesh) if isinstance(x, (jax.Array, np.ndarray)) else x, batch
+    )
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
@@ -150,10 +154,8 @@ def training_mesh(mesh_: Mesh | None) -> Iterator[Mesh | None]:
 
     **Arguments:** `mesh_`, a one-dimensional mesh, or `None` for one device.
     """
-    if mesh_ is not None:
-        _axis_of(mesh_)
     previous = _TRAINING_MESH[0]
-    _TRAINING_MESH[0] = mesh_
+    _TRAINING_MESH[0] = check_mesh(mesh_)
     try:
         yield mesh_
     finally:

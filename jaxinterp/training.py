@@ -140,7 +140,7 @@ def train(
 
     history = _History(state.history, start)
     params, ema, opt_state = state.params, state.ema, state.opt_state
-    mesh = sharding.current_training_mesh() if mesh is None else mesh
+    mesh = sharding.current_training_mesh() if mesh is None else sharding.check_mesh(mesh)
     if mesh is not None:
         params, ema, opt_state = sharding.replicate((params, ema, opt_state), mesh)
         batches = _sharded_batches(batches, mesh)

@@ -18,6 +18,7 @@ import jax.random as jr
 import matplotlib.pyplot as plt
 import numpy as np
 import optax
+from tqdm.auto import tqdm
 
 from experiments.record import results_dir, write_results
 from jaxinterp import data as datasets
@@ -272,14 +273,29 @@ def train_classifier(config, train_x, train_y, test_x, test_y, *, key, checkpoin
     return model, float(np.mean(predictions == test_y)), summary
 
 
+def sampler_program(diffusion: Diffusion, sample: Callable) -> Callable:
+    """`(net, x_init, key) -> (state, nfe)`: one sampler run with `net` as the noise predictor of `diffusion`."""
+
+    def run(net, x_init, key):
+        return sample(diffusion.score(net), x_init, key)
+
+    return run
+
+
 def _timed(fn, *args):
-    """Compile `fn` ahead of time, then run it once; returns the output, compile seconds and run seconds."""
+    """Compile `eqx.filter_jit(fn)` ahead of time, then run it once; returns the output, compile seconds and run
+    seconds."""
     start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = eqx.filter_jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
     out = jax.block_until_ready(compiled(*args))
     return out, compile_s, time.perf_counter() - start
+
+
+def recognised(probabilities: np.ndarray, confidence: float) -> np.ndarray:
+    """Which images the classifier gives one class a probability of at least `confidence`."""
+    return probabilities.max(axis=1) >= confidence
 
 
 def _tile(images: np.ndarray, rows: int) -> np.ndarray:
@@ -304,19 +320,24 @@ def save_grid(path, panels: dict[str, np.ndarray], rows: int = 8) -> None:
     plt.close(fig)
 
 
-def evaluate(pixels, raw_positive, classify, test_features, train_flat, test_nn_median, config) -> dict:
+def evaluate(
+    pixels, classify, test_features, train_flat, test_nn_median, config
+) -> tuple[dict, np.ndarray, np.ndarray]:
     """FID/KID against the test features, recognisability (the fraction of samples the classifier gives one class
     with probability at least `config.confidence`, and the classes it gives), nearest-neighbour distances to the
     training set, and positivity: of `x = pixel + 1` (the positive representation the GBM process works in) and of
-    the pixels themselves. `classify(images)` returns the scaled features and the class probabilities."""
+    the pixels themselves. `classify(images)` returns the scaled features and the class probabilities.
+
+    **Returns:** the metrics, the pixels clipped to [0, 1] (NaN as 0) and the classifier's probabilities of them.
+    """
     finite = np.isfinite(pixels).all(axis=(1, 2, 3))
     clipped = np.clip(np.nan_to_num(pixels, nan=0.0), 0.0, 1.0)
     features, probabilities = classify(clipped)
     kid, kid_std = kernel_distance(features, test_features, subset_size=min(200, len(features)), seed=config.seed)
     nn_distances, _ = nearest_neighbour_distances(clipped.reshape(len(clipped), -1), train_flat)
-    confident = probabilities.max(axis=1) >= config.confidence
+    confident = recognised(probabilities, config.confidence)
     predicted = probabilities.argmax(axis=1)
-    return {
+    metrics = {
         "fid": frechet_distance(features, test_features),
         "kid": kid,
         "kid_std": kid_std,
@@ -324,11 +345,12 @@ def evaluate(pixels, raw_positive, classify, test_features, train_flat, test_nn_
         "recognised_class_counts": np.bincount(predicted[confident], minlength=probabilities.shape[1]).tolist(),
         "nn_distance_median": float(np.median(nn_distances)),
         "nn_distance_ratio": float(np.median(nn_distances) / test_nn_median),
-        "positive_fraction": float(np.mean(raw_positive > 0)),
+        "positive_fraction": float(np.mean(pixels + 1.0 > 0)),
         "nonnegative_pixel_fraction": float(np.mean(pixels >= 0)),
-        "min_value": float(np.nanmin(raw_positive)),
+        "min_value": float(np.nanmin(pixels + 1.0)),
         "finite_fraction": float(np.mean(finite)),
     }
+    return metrics, clipped, probabilities
 
 
 def save_class_grid(path, panels: dict[str, tuple[np.ndarray, np.ndarray]], per_class: int = 6) -> None:
@@ -421,7 +443,7 @@ def run_dataset(name: str, config: DaleLangevinConfig, key) -> tuple[dict, list[
     n_reference = min(config.num_samples, len(eval_x))
     test_nn, _ = nearest_neighbour_distances(eval_x[:n_reference].reshape(n_reference, -1), train_flat)
     test_nn_median = float(np.median(test_nn))
-    real_recognisable = float(np.mean(test_probabilities.max(axis=1) >= config.confidence))
+    real_recognisable = float(np.mean(recognised(test_probabilities, config.confidence)))
 
     chosen = samplers(config)
     needed = sorted({proc_name for proc_name, _ in chosen.values()}, key=list(PROCESS_ORDER).index)
@@ -466,7 +488,7 @@ def run_dataset(name: str, config: DaleLangevinConfig, key) -> tuple[dict, list[
         "reference_nn_distance_median": test_nn_median,
         "samplers": {},
     }
-    reference = evaluate(data_pixels, data_pixels + 1.0, classify, test_features, train_flat, test_nn_median, config)
+    reference, _, _ = evaluate(data_pixels, classify, test_features, train_flat, test_nn_median, config)
     reference["nn_distance_ratio"] = None
     metrics["samplers"]["training images (reference)"] = reference
     table = [_row(name, "training images (reference)", reference, 0, 0.0, real_recognisable)]
@@ -474,20 +496,14 @@ def run_dataset(name: str, config: DaleLangevinConfig, key) -> tuple[dict, list[
     class_panels = {"test images": (eval_x[: config.num_samples], test_probabilities[: config.num_samples])}
     shape = (config.num_samples,) + train_x.shape[1:]
 
-    for sampler_name, (proc_name, sample) in chosen.items():
+    for sampler_name, (proc_name, sample) in tqdm(chosen.items(), desc=f"{name} samplers", leave=False):
         diffusion = procs[proc_name]
         prior_key, noise_key = jr.split(jr.fold_in(sample_key, config_names.SAMPLERS.index(sampler_name)))
         x_init = diffusion.prior(shape, prior_key)
-        params, static = eqx.partition(nets[proc_name], eqx.is_inexact_array)
-
-        def sample_fn(params, x_init, key, static=static, diffusion=diffusion, sample=sample):
-            return sample(diffusion.score(eqx.combine(params, static)), x_init, key)
-
-        (state, nfe), compile_s, run_s = _timed(sample_fn, params, x_init, noise_key)
+        (state, nfe), compile_s, run_s = _timed(sampler_program(diffusion, sample), nets[proc_name], x_init, noise_key)
         stage_times[f"sample {sampler_name}"] = compile_s + run_s
-        state = np.asarray(state)
-        pixels = np.asarray(diffusion.decode(state))
-        result = evaluate(pixels, pixels + 1.0, classify, test_features, train_flat, test_nn_median, config)
+        pixels = np.asarray(diffusion.decode(np.asarray(state)))
+        result, clipped, probabilities = evaluate(pixels, classify, test_features, train_flat, test_nn_median, config)
         result.update(
             nfe=int(nfe),
             sampling_time_s=run_s,
@@ -497,9 +513,8 @@ def run_dataset(name: str, config: DaleLangevinConfig, key) -> tuple[dict, list[
         )
         metrics["samplers"][sampler_name] = result
         table.append(_row(name, sampler_name, result, int(nfe), run_s, real_recognisable))
-        clipped = np.clip(np.nan_to_num(pixels), 0.0, 1.0)
         panels[sampler_name] = clipped
-        class_panels[sampler_name] = (clipped, classify(clipped)[1])
+        class_panels[sampler_name] = (clipped, probabilities)
 
     if config_names.VP_EULER in metrics["samplers"]:
         vp_fid = metrics["samplers"][config_names.VP_EULER]["fid"]
@@ -528,18 +543,14 @@ def fid_curve(config, procs, snapshots, budgets, image_shape, classify, test_fea
     records = []
     for levels in config.curve_levels:
         chosen = samplers(dataclasses.replace(config, num_levels=levels, samplers=config.curve_samplers))
-        for steps in budgets:
-            for sampler_name, (proc_name, sample) in chosen.items():
-                diffusion = procs[proc_name]
-                point_key = jr.fold_in(jr.fold_in(key, levels), config_names.SAMPLERS.index(sampler_name))
-                prior_key, noise_key = jr.split(point_key)
-                x_init = diffusion.prior((config.curve_samples, *image_shape), prior_key)
-                params, static = eqx.partition(snapshots[proc_name, steps], eqx.is_inexact_array)
-
-                def sample_fn(params, x_init, key, static=static, diffusion=diffusion, sample=sample):
-                    return sample(diffusion.score(eqx.combine(params, static)), x_init, key)
-
-                state, _ = jax.jit(sample_fn)(params, x_init, noise_key)
+        for sampler_name, (proc_name, sample) in tqdm(chosen.items(), desc=f"FID curve, {levels} levels", leave=False):
+            diffusion = procs[proc_name]
+            point_key = jr.fold_in(jr.fold_in(key, levels), config_names.SAMPLERS.index(sampler_name))
+            prior_key, noise_key = jr.split(point_key)
+            x_init = diffusion.prior((config.curve_samples, *image_shape), prior_key)
+            program = eqx.filter_jit(sampler_program(diffusion, sample))  # compiled once for every budget
+            for steps in budgets:
+                state, _ = program(snapshots[proc_name, steps], x_init, noise_key)
                 pixels = np.clip(np.nan_to_num(np.asarray(diffusion.decode(np.asarray(state)))), 0.0, 1.0)
                 features, probabilities = classify(pixels)
                 kid, _ = kernel_distance(features, test_features, subset_size=min(100, len(features)), seed=config.seed)
@@ -550,7 +561,7 @@ def fid_curve(config, procs, snapshots, budgets, image_shape, classify, test_fea
                         "levels": levels,
                         "fid": frechet_distance(features, test_features),
                         "kid": kid,
-                        "recognisable_fraction": float(np.mean(probabilities.max(axis=1) >= config.confidence)),
+                        "recognisable_fraction": float(np.mean(recognised(probabilities, config.confidence))),
                     }
                 )
     return records

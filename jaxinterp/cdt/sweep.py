@@ -20,7 +20,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from .. import _compat
-from ..sharding import map_items
+from ..sharding import check_mesh, map_items
 from ..sites import tag_p
 from . import rules as R
 from .decomposition import Data, Program, _Decomposer, _plain, checked_options, forward_values
@@ -272,6 +272,4 @@ def cd_sweep(
             "one stream would not equal cd; use streams=2 (or None)"
         )
     one_stream = rules.exact if streams is None else streams == 1
-    if mesh is not None and not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh must be a jax.sharding.Mesh (e.g. jaxinterp.sharding.mesh()), got {type(mesh).__name__}")
-    return Swept(f, stacks, targets, rules, fallback, memory_budget, one_stream, mesh)
+    return Swept(f, stacks, targets, rules, fallback, memory_budget, one_stream, check_mesh(mesh))

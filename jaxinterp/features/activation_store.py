@@ -297,7 +297,7 @@ def build_activation_store(
 
     blocks = _deepest_layer(settings.sites)
     run = _forward(model, tuple(settings.sites), None if blocks is None else blocks + 1)
-    n_devices = 1 if mesh is None else mesh.devices.size
+    n_devices = 1 if sharding.check_mesh(mesh) is None else mesh.devices.size
     if mesh is not None:
         model = sharding.replicate(model, mesh)
 

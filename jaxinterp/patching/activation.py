@@ -12,7 +12,7 @@ from jax.sharding import Mesh
 
 from ..capture import capture
 from ..intervene import intervene
-from ..sharding import map_items
+from ..sharding import check_mesh, map_items
 from ..sites import resolve_patterns, site_names
 
 
@@ -116,9 +116,7 @@ def activation_sweep(
     names = resolve_patterns([SITE_KINDS[kind].pattern], site_names(f, *example))[SITE_KINDS[kind].pattern]
     names = sorted(names, key=_layer_of)
 
-    if mesh is not None and not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh must be a jax.sharding.Mesh (e.g. jaxinterp.sharding.mesh()), got {type(mesh).__name__}")
-    return _sweep(f, metric, tuple(names), kind_axes, swept, batch_size, mesh, inputs, patch_inputs)
+    return _sweep(f, metric, tuple(names), kind_axes, swept, batch_size, check_mesh(mesh), inputs, patch_inputs)
 
 
 @eqx.filter_jit
